@@ -1,0 +1,1 @@
+"""sprint_lab: study how pruning single attention heads changes a language model's reasoning."""
