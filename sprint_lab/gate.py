@@ -63,7 +63,7 @@ def mask_for(model: Any, heads: Iterable[Head | str | tuple[int, int]]) -> Tenso
 
 
 def masks_for(model: Any, configs: Iterable[Iterable[Head | str] | None]) -> Tensor:
-    """Stack one mask per configuration into ``[batch, n_layers, n_heads]`` (``None`` = no ablation).
+    """Stack one mask per configuration into ``[batch, n_layers, n_heads]`` (``None``: no ablation).
 
     Example:
         >>> from types import SimpleNamespace
@@ -87,7 +87,8 @@ def validate_mask(model: Any, mask: Tensor) -> Tensor:
     if mask.dim() not in (2, 3) or tuple(mask.shape[-2:]) != expected:
         raise ValueError(
             f"head mask has shape {tuple(mask.shape)}; expected [n_layers, n_heads] = "
-            f"{list(expected)} or [batch, n_layers, n_heads] = [batch, {expected[0]}, {expected[1]}]"
+            f"{list(expected)} or [batch, n_layers, n_heads] = "
+            f"[batch, {expected[0]}, {expected[1]}]"
         )
     if not mask.is_floating_point():
         mask = mask.float()

@@ -10,7 +10,6 @@ Finished rows (EOS, a stop string, the token limit) leave the batch and stop cos
 
 from __future__ import annotations
 
-import contextlib
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -133,9 +132,7 @@ def _sample(
         sorted_logits = sorted_logits.masked_fill(remove, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     probs = logits.softmax(dim=-1)
-    picks = [
-        torch.multinomial(probs[i], 1, generator=row.generator) for i, row in enumerate(rows)
-    ]
+    picks = [torch.multinomial(probs[i], 1, generator=row.generator) for i, row in enumerate(rows)]
     return torch.cat(picks)
 
 
@@ -342,7 +339,8 @@ def _normalise_masks(model, head_masks, n_prompts: int) -> tuple[Tensor, list[in
         return masks[None], [0] * n_prompts
     if masks.shape[0] != n_prompts:
         raise ValueError(
-            f"got {masks.shape[0]} head masks for {n_prompts} prompts: pass one mask, or one per prompt"
+            f"got {masks.shape[0]} head masks for {n_prompts} prompts: "
+            "pass one mask, or one per prompt"
         )
     distinct, inverse = torch.unique(masks.flatten(1), dim=0, return_inverse=True)
     return distinct.reshape(-1, model.n_layers, model.n_heads), inverse.tolist()
@@ -396,8 +394,9 @@ def generate(
         ``len(prompts) * num_samples`` :class:`Completion` objects, prompt-major.
 
     Example:
-        >>> out = generate(model, ["Q: 2+3=?\\nA:"], max_new_tokens=8, stop=["\\n"])  # doctest: +SKIP
-        >>> out[0].text, out[0].finish_reason                                           # doctest: +SKIP
+        >>> out = generate(model, ["Q: 2+3=?\\nA:"], max_new_tokens=8,  # doctest: +SKIP
+        ...                stop=["\\n"])
+        >>> out[0].text, out[0].finish_reason                              # doctest: +SKIP
         (' 5', 'stop')
     """
     if isinstance(prompts, str | tuple):
@@ -475,14 +474,3 @@ def generate(
         if bar is not None:
             bar.close()
     return [results[i] for i in range(len(rows))]
-
-
-def suppress_warnings():
-    """Context manager silencing the bridge's per-call warnings during generation."""
-    import warnings
-
-    stack = contextlib.ExitStack()
-    catcher = stack.enter_context(warnings.catch_warnings())
-    warnings.simplefilter("ignore")
-    del catcher
-    return stack

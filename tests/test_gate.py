@@ -67,7 +67,12 @@ def test_gate_equals_zeroed_o_proj_columns(model_name, embedded_model, tiny_gqa)
 
 
 def test_gqa_model_shapes(tiny_gqa):
-    assert (tiny_gqa.n_layers, tiny_gqa.n_heads, tiny_gqa.n_kv_heads, tiny_gqa.d_head) == (3, 4, 2, 16)
+    assert (tiny_gqa.n_layers, tiny_gqa.n_heads, tiny_gqa.n_kv_heads, tiny_gqa.d_head) == (
+        3,
+        4,
+        2,
+        16,
+    )
 
 
 def test_per_row_masks_equal_rows_alone(embedded_model):
