@@ -22,17 +22,35 @@ from sprint_lab.stats import benjamini_hochberg, mcnemar_exact, paired_bootstrap
 
 BASELINE = "none"
 COLUMNS = [
-    "question_id", "config", "layer", "head", "completion", "extracted", "correct", "n_tokens",
-    "finish_reason", "extractor",
-]  # fmt: skip
+    "question_id",
+    "config",
+    "layer",
+    "head",
+    "completion",
+    "extracted",
+    "correct",
+    "n_tokens",
+    "finish_reason",
+    "extractor",
+]
 DELTA_COLUMNS = [
-    "config", "layer", "head", "n", "accuracy", "baseline_accuracy", "delta", "ci_low",
-    "ci_high", "p_value", "q_value",
-]  # fmt: skip
+    "config",
+    "layer",
+    "head",
+    "n",
+    "accuracy",
+    "baseline_accuracy",
+    "delta",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "q_value",
+]
 
 
-def order_table(table: pd.DataFrame, problems: Sequence[Any] | None = None,
-                heads: Sequence[Head] | None = None) -> pd.DataFrame:  # fmt: skip
+def order_table(
+    table: pd.DataFrame, problems: Sequence[Any] | None = None, heads: Sequence[Head] | None = None
+) -> pd.DataFrame:
     """Sort rows by configuration (baseline first, then heads) and question order."""
     if table.empty:
         return pd.DataFrame(columns=COLUMNS)
@@ -74,8 +92,9 @@ class SweepResult:
         >>> result.deltas().sort_values("delta").head()  # doctest: +SKIP
     """
 
-    def __init__(self, table: pd.DataFrame, meta: dict[str, Any] | None = None,
-                 complete: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self, table: pd.DataFrame, meta: dict[str, Any] | None = None, complete: bool = True
+    ) -> None:
         missing = {"question_id", "config", "layer", "head", "correct"} - set(table.columns)
         if len(table) and missing:
             raise ValueError(f"sweep table lacks columns {sorted(missing)}")
@@ -114,8 +133,9 @@ class SweepResult:
         frame = self.table.groupby(keys, sort=False, dropna=False)["correct"]
         return frame.agg(n="size", accuracy="mean").reset_index()
 
-    def deltas(self, by: str | None = None, *, n_boot: int = 2000, level: float = 0.95,
-               seed: int = 0) -> pd.DataFrame:  # fmt: skip
+    def deltas(
+        self, by: str | None = None, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0
+    ) -> pd.DataFrame:
         """Per head: accuracy, delta against the baseline on the same questions, CI, p and q.
 
         Args:
@@ -152,18 +172,26 @@ class SweepResult:
                 p_arr = pruned.loc[common].to_numpy(bool)
                 b_arr = base.loc[common].to_numpy(bool)
                 if len(common):
-                    low, high = paired_bootstrap_ci(b_arr, p_arr, n_boot=n_boot, level=level,
-                                                    seed=seed)  # fmt: skip
+                    low, high = paired_bootstrap_ci(
+                        b_arr, p_arr, n_boot=n_boot, level=level, seed=seed
+                    )
                     p_value = mcnemar_exact(b_arr, p_arr)
                 else:
                     low = high = p_value = float("nan")
                 head = Head.parse(config)
-                rows.append({
-                    "config": config, "layer": head.layer, "head": head.head, "n": len(common),
-                    "accuracy": p_arr.mean() if len(common) else float("nan"),
-                    "baseline_accuracy": b_arr.mean() if len(common) else float("nan"),
-                    "ci_low": low, "ci_high": high, "p_value": p_value,
-                })  # fmt: skip
+                rows.append(
+                    {
+                        "config": config,
+                        "layer": head.layer,
+                        "head": head.head,
+                        "n": len(common),
+                        "accuracy": p_arr.mean() if len(common) else float("nan"),
+                        "baseline_accuracy": b_arr.mean() if len(common) else float("nan"),
+                        "ci_low": low,
+                        "ci_high": high,
+                        "p_value": p_value,
+                    }
+                )
             frame = pd.DataFrame(rows)
             if frame.empty:
                 continue

@@ -174,6 +174,7 @@ def sweep(
     workers: int | None = None,
     resources_per_worker: dict[str, float] | None = None,
     address: str | None = None,
+    tags: dict[str, Any] | None = None,
 ) -> SweepResult:
     """Prune each head in turn (plus the unpruned baseline) and answer every question.
 
@@ -198,6 +199,7 @@ def sweep(
         workers: Ray workers (default: the cluster's GPUs, or CPUs on a CPU-only cluster).
         resources_per_worker: Ray resources per actor, e.g. ``{"num_gpus": 1}``.
         address: Ray cluster address (default: start or join a local one).
+        tags: extra JSON-able facts stored in the result's ``meta`` (e.g. the dataset name).
 
     Returns:
         A :class:`~sprint_lab.result.SweepResult`, one row per (question, configuration).
@@ -219,7 +221,10 @@ def sweep(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     template = get_template(prompt)
     masks_for(model, [[h] for h in heads])  # validates every head against the model
-    meta = _meta(model, problems, heads, template, max_new_tokens, grade_mode, seed)
+    meta = {
+        **(tags or {}),
+        **_meta(model, problems, heads, template, max_new_tokens, grade_mode, seed),
+    }
     store = SweepStore(out) if out is not None else None
     done: set[tuple[str, str]] = set()
     if store is not None:
@@ -237,18 +242,31 @@ def sweep(
         from sprint_lab.distributed import run_on_ray
 
         return run_on_ray(
-            model, problems, heads, items, store=store, meta=meta, prompt=template,
-            max_new_tokens=max_new_tokens, grade_mode=grade_mode, batch_size=batch_size,
-            progress=progress, workers=workers, resources_per_worker=resources_per_worker,
-            address=address, callback=callback, cancel=cancel,
-        )  # fmt: skip
+            model,
+            problems,
+            heads,
+            items,
+            store=store,
+            meta=meta,
+            prompt=template,
+            max_new_tokens=max_new_tokens,
+            grade_mode=grade_mode,
+            batch_size=batch_size,
+            progress=progress,
+            workers=workers,
+            resources_per_worker=resources_per_worker,
+            address=address,
+            callback=callback,
+            cancel=cancel,
+        )
     if executor != "local":
         raise ValueError(f"unknown executor {executor!r}; use 'local' or 'ray'")
     runner = BatchRunner(
         model, problems, prompt=template, max_new_tokens=max_new_tokens, grade_mode=grade_mode
     )
-    return _run_local(runner, items, store, meta, problems, heads, batch_size, progress,
-                      callback, cancel)  # fmt: skip
+    return _run_local(
+        runner, items, store, meta, problems, heads, batch_size, progress, callback, cancel
+    )
 
 
 def collect(store, frames, meta, problems, heads, complete) -> SweepResult:
@@ -260,8 +278,9 @@ def collect(store, frames, meta, problems, heads, complete) -> SweepResult:
     return SweepResult(order_table(table, problems, heads), meta, complete=complete)
 
 
-def _run_local(runner, items, store, meta, problems, heads, batch_size, progress, callback,
-               cancel) -> SweepResult:  # fmt: skip
+def _run_local(
+    runner, items, store, meta, problems, heads, batch_size, progress, callback, cancel
+) -> SweepResult:
     total = len(problems) * (len(heads) + 1)
     already = total - len(items)
     frames: list[pd.DataFrame] = []
@@ -291,7 +310,7 @@ def _run_local(runner, items, store, meta, problems, heads, batch_size, progress
                         total,
                         rows,
                         lambda: collect(store, frames, meta, problems, heads, False),
-                    )  # fmt: skip
+                    )
                 )
     finally:
         if bar is not None:
