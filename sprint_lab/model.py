@@ -238,12 +238,26 @@ def load_model(
     """
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     torch_dtype = resolve_dtype(dtype)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     location, info = _resolve_source(source)
-    tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
+    except OSError as error:
+        if info["kind"] != "hub":
+            raise
+        offline = (
+            " (HF_HUB_OFFLINE=1: only the local hub cache is searched)" if info["offline"] else ""
+        )
+        raise OSError(
+            f"could not load {source!r} from the Hugging Face hub{offline}: {error}. "
+            "Use a local model folder, a .gguf file, or the embedded 'smollm2-135m'."
+        ) from error
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # the per-tensor loading bar is noise in notebooks
     try:
         hf_model = AutoModelForCausalLM.from_pretrained(
             location, dtype=torch_dtype, trust_remote_code=trust_remote_code
@@ -252,6 +266,9 @@ def load_model(
         raise ValueError(
             f"{source!r} is not a causal language model sprint_lab can load: {error}"
         ) from error
+    finally:
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
     if not getattr(hf_model.config, "architectures", None):
         hf_model.config.architectures = [type(hf_model).__name__]
     hf_model.to(device)
