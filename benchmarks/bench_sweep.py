@@ -8,7 +8,7 @@ strings everywhere; the correctness tables must agree (divergences are checked t
 float near-tie). The naive loop is slow, so by default it runs on a subset of configurations and
 every approach is compared in (question x configuration) pairs per second.
 
-    python benchmarks/bench_sweep.py [--layers 0,15] [--questions 24] [--new-tokens 48]
+    python benchmarks/bench_sweep.py [--layers 0] [--questions 16] [--new-tokens 48] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -101,8 +101,8 @@ def timed(fn, repeats):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--layers", default="0,15")
-    parser.add_argument("--questions", type=int, default=24)
+    parser.add_argument("--layers", default="0")
+    parser.add_argument("--questions", type=int, default=16)
     parser.add_argument("--new-tokens", type=int, default=48)
     parser.add_argument(
         "--naive-configs",
@@ -110,7 +110,7 @@ def main() -> None:
         default=3,
         help="configurations timed for the naive loop (it is slow)",
     )
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--naive-repeats", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--dtype", default="bfloat16")
@@ -135,9 +135,18 @@ def main() -> None:
         ),
         args.repeats,
     )
+    from sprint_lab.sweep import BatchRunner, plan
+
+    def sweep_without_prefix_reuse():
+        runner = BatchRunner(model, problems, max_new_tokens=args.new_tokens, reuse_prefix=False)
+        items = plan(problems, heads)
+        for start in range(0, len(items), args.batch_size):
+            runner.run(items[start : start + args.batch_size])
+
+    t_no_prefix, _ = timed(sweep_without_prefix_reuse, 1)
     t_cfg, cfg_answers = timed(
         lambda: per_config(model, problems, configs, template, args.new_tokens, stop, 8),
-        args.repeats,
+        1,
     )
     subset = configs[: args.naive_configs]
     t_naive, naive_answers = timed(
@@ -182,6 +191,7 @@ def main() -> None:
         f"verdict_disagreements naive={naive_diff} (near-ties {naive_ties}) "
         f"per_config={cfg_diff} (near-ties {cfg_ties})"
     )
+    print(f"prefix_cache_gain={t_no_prefix / t_sweep:.2f} (same sweep without prefix KV reuse)")
     print(f"speedup_vs_naive={rate_sweep / rate_naive:.2f}")
     print(f"speedup_vs_per_config={rate_sweep / rate_cfg:.2f}")
 

@@ -75,6 +75,7 @@ class BatchRunner:
         max_new_tokens: generation limit.
         grade_mode: extraction mode passed to :func:`~sprint_lab.grading.grade`.
         prefix_cache_entries: how many (prefix, configuration) KV caches to keep.
+        reuse_prefix: reuse the shared few-shot prefix's KV cache (off only to measure its gain).
     """
 
     def __init__(
@@ -86,6 +87,7 @@ class BatchRunner:
         max_new_tokens: int = 256,
         grade_mode: str = "flexible",
         prefix_cache_entries: int = 8,
+        reuse_prefix: bool = True,
     ) -> None:
         self.model = model
         self.problems = list(problems)
@@ -94,6 +96,7 @@ class BatchRunner:
         self.grade_mode = grade_mode
         self.stop = self.template.stop_strings(model.tokenizer)
         self.prefix_cache = PrefixCache(prefix_cache_entries)
+        self.reuse_prefix = reuse_prefix
         self._parts = [self.template.parts(p.question, model.tokenizer) for p in self.problems]
         self._has_level = any(getattr(p, "level", None) is not None for p in self.problems)
         self._has_subject = any(getattr(p, "subject", None) is not None for p in self.problems)
@@ -109,6 +112,7 @@ class BatchRunner:
             stop=self.stop,
             batch_size=max(1, len(items)),
             prefix_cache=self.prefix_cache,
+            reuse_prefix=self.reuse_prefix,
         )
         records = []
         for item, completion in zip(items, completions, strict=True):

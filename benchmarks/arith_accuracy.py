@@ -1,0 +1,49 @@
+"""Few-shot accuracy of the embedded model on the embedded arith problems, per level.
+
+The arith generator is tuned so that SmolLM2-135M-Instruct solves some but not all easy
+problems (20-80% at levels 1-2) and fewer as the level rises.
+
+    python benchmarks/arith_accuracy.py [--per-level 10] [--new-tokens 96] [--dtype bfloat16]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from sprint_lab import generate_arith, get_template, grade, load_model
+from sprint_lab.generation import generate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--per-level", type=int, default=10)
+    parser.add_argument("--new-tokens", type=int, default=96)
+    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    model = load_model("smollm2-135m", dtype=args.dtype)
+    template = get_template("fewshot_cot")
+    problems = []
+    for level in range(1, 6):
+        problems += generate_arith(args.per_level, seed=args.seed, levels=(level,))
+    completions = generate(
+        model,
+        [template.parts(p.question, model.tokenizer) for p in problems],
+        max_new_tokens=args.new_tokens,
+        stop=template.stop_strings(model.tokenizer),
+        batch_size=25,
+    )
+    print(f"level  correct  n  accuracy   (fewshot_cot, greedy, {args.dtype})")
+    for level in range(1, 6):
+        rows = [
+            grade(c.text, p).correct
+            for p, c in zip(problems, completions, strict=True)
+            if p.level == level
+        ]
+        print(f"{level:>5}  {sum(rows):>7}  {len(rows)}  {sum(rows) / len(rows):.2f}")
+    total = sum(grade(c.text, p).correct for p, c in zip(problems, completions, strict=True))
+    print(f"all    {total:>7}  {len(problems)}  {total / len(problems):.2f}")
+
+
+if __name__ == "__main__":
+    main()
