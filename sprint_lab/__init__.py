@@ -11,6 +11,7 @@ from sprint_lab.gate import HeadGate, ablate, head_mask, hook_z_name, mask_for, 
 from sprint_lab.generation import Completion, PrefixCache, generate
 from sprint_lab.grading import Verdict, extract_answer, grade, is_correct
 from sprint_lab.heads import Head, all_heads
+from sprint_lab.importance import ImportanceResult, correlate, gold_target, head_importance
 from sprint_lab.model import LabModel, load_model
 from sprint_lab.problems import (
     DatasetUnavailableError,
@@ -23,6 +24,7 @@ from sprint_lab.prompts import PromptTemplate, get_template
 from sprint_lab.result import SweepResult
 from sprint_lab.selector import SprintSelector
 from sprint_lab.stats import benjamini_hochberg, mcnemar_exact, paired_bootstrap_ci
+from sprint_lab.strategies import compare_strategies
 from sprint_lab.sweep import SweepProgress, sweep
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "DatasetUnavailableError",
     "Head",
     "HeadGate",
+    "ImportanceResult",
     "LabModel",
     "MiniLMEncoder",
     "PrefixCache",
@@ -44,12 +47,16 @@ __all__ = [
     "ablate",
     "all_heads",
     "benjamini_hochberg",
+    "compare_strategies",
+    "correlate",
     "extract_answer",
     "generate",
     "generate_arith",
     "get_encoder",
     "get_template",
+    "gold_target",
     "grade",
+    "head_importance",
     "head_mask",
     "hook_z_name",
     "is_correct",
