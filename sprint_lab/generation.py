@@ -199,7 +199,6 @@ class _Batch:
         eos: set[int],
         use_cache: bool,
         reuse_prefix: bool,
-        on_token: Callable[[int], None] | None,
     ) -> dict[int, Completion]:
         model, rows, device = self.model, self.rows, self.device
         tokenizer = model.tokenizer
@@ -209,7 +208,8 @@ class _Batch:
         shared_prefix = reuse_prefix and use_cache and len(prefixes) == 1 and prefix_len > 0
         row_masks = self.masks[[row.mask_key for row in rows]]
         results: dict[int, Completion] = {}
-        with head_mask(model, self._union_mask(row_masks)) as gate:
+        # the gate hooks every layer any row touches; per-row values are set before the body runs
+        with head_mask(model, row_masks) as gate:
             if shared_prefix:
                 prefix_ids = rows[0].prefix_ids[:prefix_len]
                 past = _new_cache(self._prefix_layers(prefix_ids, [r.mask_key for r in rows], gate))
@@ -275,8 +275,6 @@ class _Batch:
                         keep.append(slot)
                     else:
                         results[row.index] = self._finish(row, generated[i], reason, stop)
-                if on_token is not None:
-                    on_token(len(active))
                 if not keep:
                     break
                 if len(keep) < len(active):
@@ -305,11 +303,6 @@ class _Batch:
     @staticmethod
     def _positions(attention: Tensor) -> Tensor:
         return (attention.cumsum(dim=1) - 1).clamp(min=0)
-
-    @staticmethod
-    def _union_mask(row_masks: Tensor) -> Tensor:
-        # the gate hooks the layers any row touches; per-row values are set right after
-        return row_masks
 
     def _finish(self, row: _Row, tokens: list[int], reason: str, stop: tuple[str, ...]):
         text = self.model.tokenizer.decode(tokens)
@@ -463,7 +456,6 @@ def generate(
                     eos,
                     use_cache,
                     reuse_prefix,
-                    None,
                 )
                 results.update(done)
                 if bar is not None:
