@@ -27,11 +27,24 @@ from sprint_lab.stats import benjamini_hochberg, mcnemar_exact, paired_bootstrap
 from sprint_lab.strategies import compare_strategies
 from sprint_lab.sweep import SweepProgress, sweep
 
+_WIDGETS = frozenset({"SweepPanel", "HeatmapExplorer", "SelectorTrainer", "QuestionInspector"})
+
+
+def __getattr__(name: str):
+    """Widgets load lazily, so ``import sprint_lab`` does not import ipywidgets."""
+    if name in _WIDGETS:
+        from sprint_lab import widgets
+
+        return getattr(widgets, name)
+    raise AttributeError(f"module 'sprint_lab' has no attribute {name!r}")
+
+
 __all__ = [
     "Completion",
     "DatasetUnavailableError",
     "Head",
     "HeadGate",
+    "HeatmapExplorer",
     "ImportanceResult",
     "LabModel",
     "MiniLMEncoder",
@@ -39,8 +52,11 @@ __all__ = [
     "Problem",
     "ProblemFormatError",
     "PromptTemplate",
+    "QuestionInspector",
     "ResidualEncoder",
+    "SelectorTrainer",
     "SprintSelector",
+    "SweepPanel",
     "SweepProgress",
     "SweepResult",
     "Verdict",

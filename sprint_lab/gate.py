@@ -11,6 +11,7 @@ the whole batch) or ``[batch, n_layers, n_heads]`` (one configuration per batch 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -180,7 +181,8 @@ def head_mask(model: Any, mask: Mask) -> Iterator[HeadGate]:
         ...     logits = model.hf_model(tokens).logits
     """
     gate = HeadGate(model, mask)
-    with model.bridge.hooks(fwd_hooks=gate.hooks()):
+    lock = getattr(model, "lock", None) or contextlib.nullcontext()
+    with lock, model.bridge.hooks(fwd_hooks=gate.hooks()):  # one gate per model at a time
         yield gate
 
 

@@ -14,6 +14,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,8 @@ class LabModel:
         n_kv_heads: number of key/value heads (``< n_heads`` under grouped-query attention).
         d_head: dimension of one head.
         has_chat_template: whether the tokenizer defines a chat template.
+        lock: held while a head gate is attached (:func:`sprint_lab.gate.head_mask`), so jobs
+            in several threads (a widget's background sweep and a cell) take turns.
 
     Example:
         >>> model = load_model("smollm2-135m")          # doctest: +SKIP
@@ -69,6 +72,7 @@ class LabModel:
     d_head: int
     has_chat_template: bool
     source_info: dict[str, Any] = field(default_factory=dict)
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     @property
     def device(self) -> torch.device:

@@ -18,7 +18,7 @@ import copy
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -358,6 +358,7 @@ class SprintSelector:
         verbose: bool = False,
         embeddings: Mapping[str, Tensor] | Tensor | None = None,
         num_threads: int | None = 1,
+        callback: Callable[[dict[str, float]], None] | None = None,
     ) -> SprintSelector:
         """Train on a sweep's correctness matrix for the candidate heads.
 
@@ -383,6 +384,9 @@ class SprintSelector:
                 problem id to vector, or a tensor aligned with ``problems``.
             num_threads: torch CPU threads while training (restored afterwards); the network is
                 small enough that thread overhead dominates. ``None`` keeps the current setting.
+            callback: called with each history row (a dict: ``epoch``, losses, hit rates) right
+                after it is computed, from epoch 0 (initialisation) on; for live plots such as
+                :class:`sprint_lab.widgets.SelectorTrainer`.
 
         Returns:
             ``self``.
@@ -447,7 +451,17 @@ class SprintSelector:
             torch.set_num_threads(int(num_threads))
         try:
             net, rows, best_epoch, stopped_early = self._train(
-                x_all, y_all, tr, va, epochs, lr, batch_size, patience, weight_decay, verbose
+                x_all,
+                y_all,
+                tr,
+                va,
+                epochs,
+                lr,
+                batch_size,
+                patience,
+                weight_decay,
+                verbose,
+                callback,
             )
         finally:
             torch.set_num_threads(threads)
@@ -493,6 +507,7 @@ class SprintSelector:
         patience: int | None,
         weight_decay: float,
         verbose: bool,
+        callback: Callable[[dict[str, float]], None] | None = None,
     ) -> tuple[_SelectorNet, list[dict[str, float]], int, bool]:
         """The optimisation loop of :meth:`fit` on the rows ``tr`` (train) and ``va`` (val)."""
         net = _SelectorNet(x.shape[1], self.dim, len(self.heads), self.temperature, self.seed)
@@ -525,6 +540,8 @@ class SprintSelector:
             return row
 
         rows = [evaluate(0)]
+        if callback is not None:
+            callback(dict(rows[0]))
         best_loss, best_epoch, waited = rows[0]["val_loss"], 0, 0
         best_state = copy.deepcopy(net.state_dict())
         stopped_early = False
@@ -547,6 +564,8 @@ class SprintSelector:
                 loss.backward()
                 opt.step()
             rows.append(evaluate(epoch))
+            if callback is not None:
+                callback(dict(rows[-1]))
             if verbose and (epoch % max(1, int(epochs) // 10) == 0 or epoch == 1):
                 r = rows[-1]
                 print(

@@ -93,6 +93,7 @@ def compare_strategies(
     sweep: SweepResult | None = None,
     out: Any = None,
     sample_seed: int = 1,
+    grade_mode: str = "flexible",
     progress: bool = True,
 ) -> pd.DataFrame:
     """Score no_prune, SPRINT top-N, random-N heads, best-of-N sampling and the oracle.
@@ -115,6 +116,8 @@ def compare_strategies(
         sweep: an existing sweep of ``test_problems`` over the selector's heads to reuse.
         out: folder for the test sweep's store (and ``best_of_n.parquet``).
         sample_seed: seed of the best-of-N sampler (the authors used 1).
+        grade_mode: answer extraction mode for every strategy (``"first"`` box for the SPRINT
+            authors' MATH500 rule); a passed-in ``sweep`` must have used the same mode.
         progress: show progress bars.
 
     Returns:
@@ -154,6 +157,11 @@ def compare_strategies(
             batch_size=batch_size,
             out=None if out is None else Path(out) / "test_sweep",
             progress=progress,
+            grade_mode=grade_mode,
+        )
+    if sweep.meta.get("grade_mode", grade_mode) != grade_mode:
+        raise ValueError(
+            f"the sweep was graded with mode {sweep.meta['grade_mode']!r}, not {grade_mode!r}"
         )
     table = sweep.table.set_index(["question_id", "config"])
     missing = [
@@ -216,6 +224,7 @@ def compare_strategies(
         batch_size=batch_size,
         seed=sample_seed,
         progress=progress,
+        grade_mode=grade_mode,
     )
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
@@ -241,6 +250,7 @@ def best_of_n_answers(
     batch_size: int = 32,
     seed: int = 1,
     progress: bool = False,
+    grade_mode: str = "flexible",
 ) -> pd.DataFrame:
     """``n`` samples per question from the unpruned model (T=0.9, top-k 40, top-p 0.95), graded.
 
@@ -263,7 +273,7 @@ def best_of_n_answers(
     rows = []
     for completion in completions:
         problem = problems[completion.prompt_index]
-        verdict = grade(completion.text, problem)
+        verdict = grade(completion.text, problem, mode=grade_mode)
         rows.append(
             {
                 "question_id": problem.id,
