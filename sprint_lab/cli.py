@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--workers", type=int, default=None, help="Ray workers")
     sweep.add_argument("--address", default=None, help="Ray cluster address")
     sweep.add_argument("--gpus-per-worker", type=float, default=None)
+    sweep.add_argument("--threads-per-worker", type=int, default=None, help="torch threads")
+    sweep.add_argument("--max-shard-retries", type=int, default=3)
 
     report = sub.add_parser("report", help="summarise a results folder")
     report.add_argument("results")
@@ -135,6 +137,8 @@ def _run_sweep(args) -> int:
         workers=args.workers,
         address=args.address,
         resources_per_worker=resources,
+        threads_per_worker=args.threads_per_worker,
+        max_shard_retries=args.max_shard_retries,
         tags={
             "dataset": args.dataset,
             "split": args.split,

@@ -179,6 +179,8 @@ def sweep(
     resources_per_worker: dict[str, float] | None = None,
     address: str | None = None,
     tags: dict[str, Any] | None = None,
+    threads_per_worker: int | None = None,
+    max_shard_retries: int = 3,
 ) -> SweepResult:
     """Prune each head in turn (plus the unpruned baseline) and answer every question.
 
@@ -204,6 +206,8 @@ def sweep(
         resources_per_worker: Ray resources per actor, e.g. ``{"num_gpus": 1}``.
         address: Ray cluster address (default: start or join a local one).
         tags: extra JSON-able facts stored in the result's ``meta`` (e.g. the dataset name).
+        threads_per_worker: torch threads (and CPUs reserved) per Ray worker (default 1).
+        max_shard_retries: how often a shard whose Ray worker died is retried on a new one.
 
     Returns:
         A :class:`~sprint_lab.result.SweepResult`, one row per (question, configuration).
@@ -262,6 +266,8 @@ def sweep(
             address=address,
             callback=callback,
             cancel=cancel,
+            threads_per_worker=threads_per_worker,
+            max_shard_retries=max_shard_retries,
         )
     if executor != "local":
         raise ValueError(f"unknown executor {executor!r}; use 'local' or 'ray'")
