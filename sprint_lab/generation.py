@@ -238,7 +238,7 @@ class _Batch:
             next_position = positions[:, -1] + 1
             generated: list[list[int]] = [[] for _ in rows]
             active = list(range(len(rows)))  # indices into rows, aligned with the batch
-            history = ids
+            history = ids  # the whole sequence, kept only for uncached decoding
             window = max((len(s) for s in stop), default=0) + 2
             for step in range(max_new_tokens):
                 if step == 0 or not use_cache:
@@ -284,11 +284,13 @@ class _Batch:
                     attention = attention[index]
                     tokens = tokens[index.to(tokens.device)]
                     next_position = next_position[index]
-                    history = history[index]
+                    if not use_cache:
+                        history = history[index]
                     gate.select_rows(index)
                     active = [active[slot] for slot in keep]
                 ids = tokens[:, None].to(device)
-                history = torch.cat([history, ids], dim=1)
+                if not use_cache:
+                    history = torch.cat([history, ids], dim=1)
                 attention = torch.cat(
                     [attention, torch.ones((len(active), 1), dtype=attention.dtype, device=device)],
                     dim=1,

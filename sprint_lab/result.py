@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from sprint_lab.heads import Head
@@ -279,7 +278,3 @@ class SweepResult:
 class _Id:
     def __init__(self, id: str) -> None:
         self.id = id
-
-
-def _as_array(values) -> np.ndarray:
-    return np.asarray(values, dtype=bool)
