@@ -3,7 +3,9 @@
 (a) naive: for each configuration, for each question, TransformerLens ``generate`` inside
 ``with bridge.hooks(...)`` (what a researcher writes first); (b) one batched Hugging Face
 ``generate`` per configuration under the gate; (c) ``sprint_lab.sweep`` (mixed batches,
-per-row masks, prefix KV reuse, finished rows dropped). Greedy decoding with the same stop
+per-row masks, prefix KV reuse, shared-prefix attention, finished rows dropped). Two ablations
+of (c) show where its speed comes from: without prefix KV reuse, and with the bridge's own
+attention instead of shared-prefix attention. Greedy decoding with the same stop
 strings everywhere; the correctness tables must agree (divergences are checked to start at a
 float near-tie). The naive loop is slow, so by default it runs on a subset of configurations and
 every approach is compared in (question x configuration) pairs per second.
@@ -143,7 +145,14 @@ def main() -> None:
         for start in range(0, len(items), args.batch_size):
             runner.run(items[start : start + args.batch_size])
 
+    def sweep_with_bridge_attention():
+        runner = BatchRunner(model, problems, max_new_tokens=args.new_tokens, attention="bridge")
+        items = plan(problems, heads)
+        for start in range(0, len(items), args.batch_size):
+            runner.run(items[start : start + args.batch_size])
+
     t_no_prefix, _ = timed(sweep_without_prefix_reuse, 1)
+    t_bridge_attention, _ = timed(sweep_with_bridge_attention, 1)
     t_cfg, cfg_answers = timed(
         lambda: per_config(model, problems, configs, template, args.new_tokens, stop, 8),
         1,
@@ -192,6 +201,10 @@ def main() -> None:
         f"per_config={cfg_diff} (near-ties {cfg_ties})"
     )
     print(f"prefix_cache_gain={t_no_prefix / t_sweep:.2f} (same sweep without prefix KV reuse)")
+    print(
+        f"shared_prefix_attention_gain={t_bridge_attention / t_sweep:.2f} "
+        "(same sweep with the bridge's own attention and a DynamicCache)"
+    )
     print(f"speedup_vs_naive={rate_sweep / rate_naive:.2f}")
     print(f"speedup_vs_per_config={rate_sweep / rate_cfg:.2f}")
 

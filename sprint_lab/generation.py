@@ -10,6 +10,7 @@ Finished rows (EOS, a stop string, the token limit) leave the batch and stop cos
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,15 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from sprint_lab.gate import head_mask, validate_mask
+from sprint_lab.shared_prefix import (
+    STATE_KWARG,
+    SharedPrefixState,
+    bridge_only_hooks,
+    shared_prefix_attention,
+    shared_prefix_supported,
+)
+
+ATTENTION_PATHS = ("auto", "shared_prefix", "bridge")
 
 
 @dataclass(frozen=True)
@@ -149,45 +159,171 @@ def _cache_layers(cache) -> list[tuple[Tensor, Tensor]]:
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
+class _CacheDecoder:
+    """Decoding through the bridge's own attention with a Hugging Face ``DynamicCache``.
+
+    The reference path: it also serves ``use_cache=False`` (the whole sequence recomputed at
+    every step) and models that cannot use shared-prefix attention.
+    """
+
+    def __init__(self, model, use_cache: bool) -> None:
+        self.model = model
+        self.use_cache = use_cache
+        self.past = None
+        self.attention: Tensor | None = None
+        self.history: Tensor | None = None
+
+    def compute_prefix(self, prefix_ids: list[int], n: int) -> list[list[tuple[Tensor, Tensor]]]:
+        ids = torch.tensor([prefix_ids] * n, device=self.model.device)
+        out = self.model.hf_model(input_ids=ids, use_cache=True, logits_to_keep=1)
+        layers = _cache_layers(out.past_key_values)
+        return [[(k[i : i + 1], v[i : i + 1]) for k, v in layers] for i in range(n)]
+
+    def start(self, entries, mask_keys, ids, body_mask, positions, capacity) -> Tensor:
+        device = self.model.device
+        batch = ids.shape[0]
+        prefix_len = 0
+        if entries is not None:
+            layers = len(entries[mask_keys[0]])
+            self.past = _new_cache(
+                [
+                    (
+                        torch.cat([entries[key][layer][0] for key in mask_keys]),
+                        torch.cat([entries[key][layer][1] for key in mask_keys]),
+                    )
+                    for layer in range(layers)
+                ]
+            )
+            prefix_len = self.past.get_seq_length()
+        self.attention = torch.cat(
+            [torch.ones((batch, prefix_len), dtype=torch.long), body_mask], dim=1
+        ).to(device)
+        self.history = ids
+        return self._forward(ids, positions)
+
+    def _forward(self, ids: Tensor, positions: Tensor) -> Tensor:
+        out = self.model.hf_model(
+            input_ids=ids,
+            attention_mask=self.attention,
+            position_ids=positions,
+            past_key_values=self.past if self.use_cache else None,
+            use_cache=self.use_cache,
+            logits_to_keep=1,
+        )
+        self.past = out.past_key_values if self.use_cache else None
+        return out.logits[:, -1, :]
+
+    def step(self, tokens: Tensor, positions: Tensor) -> Tensor:
+        ones = torch.ones((tokens.shape[0], 1), dtype=self.attention.dtype, device=tokens.device)
+        self.attention = torch.cat([self.attention, ones], dim=1)
+        if self.use_cache:
+            return self._forward(tokens, positions)
+        self.history = torch.cat([self.history, tokens], dim=1)
+        return self._forward(self.history, (self.attention.cumsum(dim=1) - 1).clamp(min=0))
+
+    def select_rows(self, index: Tensor) -> None:
+        if self.use_cache:
+            self.past.batch_select_indices(index)
+        else:
+            self.history = self.history[index]
+        self.attention = self.attention[index]
+
+
+class _SharedPrefixDecoder:
+    """Decoding with shared-prefix attention (see :mod:`sprint_lab.shared_prefix`)."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.state: SharedPrefixState | None = None
+
+    def _run(self, ids: Tensor, positions: Tensor, state: SharedPrefixState) -> Tensor:
+        out = self.model.hf_model(
+            input_ids=ids,
+            position_ids=positions,
+            use_cache=False,
+            logits_to_keep=1,
+            **{STATE_KWARG: state},
+        )
+        state.commit()
+        return out.logits[:, -1, :]
+
+    def compute_prefix(self, prefix_ids: list[int], n: int) -> list[list[tuple[Tensor, Tensor]]]:
+        device = self.model.device
+        ids = torch.tensor([prefix_ids] * n, device=device)
+        state = SharedPrefixState(
+            self.model.n_layers, torch.arange(n, device=device), None, len(prefix_ids)
+        )
+        state.begin(torch.ones_like(ids, dtype=torch.bool))
+        positions = torch.arange(len(prefix_ids), device=device).expand(n, -1)
+        self._run(ids, positions, state)
+        layers = state.stored()
+        return [[(k[i : i + 1], v[i : i + 1]) for k, v in layers] for i in range(n)]
+
+    def start(self, entries, mask_keys, ids, body_mask, positions, capacity) -> Tensor:
+        device = self.model.device
+        prefix = None
+        row_group = torch.zeros(ids.shape[0], dtype=torch.long, device=device)
+        if entries is not None:
+            groups = list(dict.fromkeys(mask_keys))
+            slot = {key: i for i, key in enumerate(groups)}
+            row_group = torch.tensor([slot[key] for key in mask_keys], device=device)
+            prefix = [
+                (
+                    torch.cat([entries[key][layer][0] for key in groups]),
+                    torch.cat([entries[key][layer][1] for key in groups]),
+                )
+                for layer in range(len(entries[groups[0]]))
+            ]
+        self.state = SharedPrefixState(self.model.n_layers, row_group, prefix, capacity)
+        self.state.begin(body_mask.to(device=device, dtype=torch.bool))
+        return self._run(ids, positions, self.state)
+
+    def step(self, tokens: Tensor, positions: Tensor) -> Tensor:
+        self.state.begin(torch.ones_like(tokens, dtype=torch.bool))
+        return self._run(tokens, positions, self.state)
+
+    def select_rows(self, index: Tensor) -> None:
+        self.state.select_rows(index)
+
+
 class _Batch:
     """State of one batch while it decodes."""
 
-    def __init__(self, model, rows: list[_Row], masks: Tensor, prefix_cache: PrefixCache | None):
+    def __init__(
+        self,
+        model,
+        rows: list[_Row],
+        masks: Tensor,
+        prefix_cache: PrefixCache | None,
+        attention: str,
+    ):
         self.model = model
         self.rows = rows
         self.masks = masks
         self.prefix_cache = prefix_cache
+        self.attention = attention
         self.device = model.device
 
-    def _prefix_layers(self, prefix_ids: list[int], mask_keys: list[int], gate) -> list:
-        """KV caches of the shared prefix, one per distinct mask in the batch, stacked on batch."""
-        per_key: dict[int, list[tuple[Tensor, Tensor]]] = {}
+    def _prefix_entries(self, decoder, prefix_ids: list[int], mask_keys: list[int], gate) -> dict:
+        """KV caches of the shared prefix, one per distinct mask in the batch (LRU-cached)."""
+        entries: dict[int, list[tuple[Tensor, Tensor]]] = {}
         missing = []
         for key in dict.fromkeys(mask_keys):
             mask = self.masks[key]
-            store_key = (tuple(prefix_ids), tuple(mask.flatten().tolist()))
+            store_key = (self.attention, tuple(prefix_ids), tuple(mask.flatten().tolist()))
             hit = self.prefix_cache.get(store_key) if self.prefix_cache is not None else None
             if hit is not None:
-                per_key[key] = hit
+                entries[key] = hit
             else:
                 missing.append((key, store_key))
         if missing:
             gate.set_mask(self.masks[[key for key, _ in missing]])
-            ids = torch.tensor([prefix_ids] * len(missing), device=self.device)
-            out = self.model.hf_model(input_ids=ids, use_cache=True, logits_to_keep=1)
-            layers = _cache_layers(out.past_key_values)
-            for i, (key, store_key) in enumerate(missing):
-                entry = [(k[i : i + 1], v[i : i + 1]) for k, v in layers]
-                per_key[key] = entry
+            computed = decoder.compute_prefix(prefix_ids, len(missing))
+            for (key, store_key), entry in zip(missing, computed, strict=True):
+                entries[key] = entry
                 if self.prefix_cache is not None:
                     self.prefix_cache.put(store_key, entry)
-        return [
-            (
-                torch.cat([per_key[key][layer][0] for key in mask_keys]),
-                torch.cat([per_key[key][layer][1] for key in mask_keys]),
-            )
-            for layer in range(len(per_key[mask_keys[0]]))
-        ]
+        return entries
 
     def run(
         self,
@@ -206,16 +342,22 @@ class _Batch:
         prefixes = {tuple(row.prefix_ids) for row in rows}
         prefix_len = min(row.shared for row in rows)
         shared_prefix = reuse_prefix and use_cache and len(prefixes) == 1 and prefix_len > 0
+        fast = use_cache and self.attention == "shared_prefix"
+        decoder = _SharedPrefixDecoder(model) if fast else _CacheDecoder(model, use_cache)
         row_masks = self.masks[[row.mask_key for row in rows]]
+        mask_keys = [row.mask_key for row in rows]
         results: dict[int, Completion] = {}
         # the gate hooks every layer any row touches; per-row values are set before the body runs
-        with head_mask(model, row_masks) as gate:
+        with contextlib.ExitStack() as stack:
+            gate = stack.enter_context(head_mask(model, row_masks))
+            if fast:
+                stack.enter_context(shared_prefix_attention(model))
+            entries = None
             if shared_prefix:
                 prefix_ids = rows[0].prefix_ids[:prefix_len]
-                past = _new_cache(self._prefix_layers(prefix_ids, [r.mask_key for r in rows], gate))
+                entries = self._prefix_entries(decoder, prefix_ids, mask_keys, gate)
                 bodies = [row.ids[prefix_len:] for row in rows]
             else:
-                past = None
                 bodies = [row.ids for row in rows]
                 prefix_len = 0
             gate.set_mask(row_masks)
@@ -231,32 +373,17 @@ class _Batch:
                     ids[i, width - n :] = torch.tensor(body)
                     body_mask[i, width - n :] = 1
                     positions[i, width - n :] = torch.arange(prefix_len, prefix_len + n)
-            attention = torch.cat(
-                [torch.ones((len(rows), prefix_len), dtype=torch.long), body_mask], dim=1
-            ).to(device)
             ids, positions = ids.to(device), positions.to(device)
             next_position = positions[:, -1] + 1
+            logits = decoder.start(
+                entries, mask_keys, ids, body_mask, positions, width + max_new_tokens
+            )
             generated: list[list[int]] = [[] for _ in rows]
             active = list(range(len(rows)))  # indices into rows, aligned with the batch
-            history = ids  # the whole sequence, kept only for uncached decoding
             window = max((len(s) for s in stop), default=0) + 2
-            for step in range(max_new_tokens):
-                if step == 0 or not use_cache:
-                    inputs = ids if use_cache or step == 0 else history
-                    pos = positions if use_cache or step == 0 else self._positions(attention)
-                else:
-                    inputs, pos = ids, next_position[:, None] - 1
-                out = model.hf_model(
-                    input_ids=inputs,
-                    attention_mask=attention,
-                    position_ids=pos,
-                    past_key_values=past if use_cache else None,
-                    use_cache=use_cache,
-                    logits_to_keep=1,
-                )
-                past = out.past_key_values if use_cache else None
+            for _ in range(max_new_tokens):
                 batch_rows = [rows[i] for i in active]
-                tokens = _sample(out.logits[:, -1, :], batch_rows, temperature, top_k, top_p)
+                tokens = _sample(logits, batch_rows, temperature, top_k, top_p)
                 keep = []
                 for slot, (i, token) in enumerate(zip(active, tokens.tolist(), strict=True)):
                     row = rows[i]
@@ -279,32 +406,18 @@ class _Batch:
                     break
                 if len(keep) < len(active):
                     index = torch.tensor(keep, device=device)
-                    if use_cache:
-                        past.batch_select_indices(index)
-                    attention = attention[index]
+                    decoder.select_rows(index)
                     tokens = tokens[index.to(tokens.device)]
                     next_position = next_position[index]
-                    if not use_cache:
-                        history = history[index]
                     gate.select_rows(index)
                     active = [active[slot] for slot in keep]
-                ids = tokens[:, None].to(device)
-                if not use_cache:
-                    history = torch.cat([history, ids], dim=1)
-                attention = torch.cat(
-                    [attention, torch.ones((len(active), 1), dtype=attention.dtype, device=device)],
-                    dim=1,
-                )
+                logits = decoder.step(tokens[:, None].to(device), next_position[:, None])
                 next_position = next_position + 1
             for i in active:
                 row = rows[i]
                 if row.index not in results:
                     results[row.index] = self._finish(row, generated[i], "length", stop)
         return results
-
-    @staticmethod
-    def _positions(attention: Tensor) -> Tensor:
-        return (attention.cumsum(dim=1) - 1).clamp(min=0)
 
     def _finish(self, row: _Row, tokens: list[int], reason: str, stop: tuple[str, ...]):
         text = self.model.tokenizer.decode(tokens)
@@ -358,6 +471,7 @@ def generate(
     reuse_prefix: bool = True,
     prefix_cache: PrefixCache | None = None,
     progress: bool | Callable[[int], None] = False,
+    attention: str = "auto",
 ) -> list[Completion]:
     """Generate completions, each prompt under its own head mask, in batches.
 
@@ -384,6 +498,14 @@ def generate(
         reuse_prefix: reuse the KV cache of a shared prompt prefix.
         prefix_cache: a :class:`PrefixCache` to share across calls (e.g. a whole sweep).
         progress: ``True`` for a tqdm bar over rows, or a callback called with finished rows.
+        attention: ``"shared_prefix"`` decodes with shared-prefix attention (each distinct
+            prefix KV read once per step for all rows that share it; the Hugging Face attention
+            module runs, so ``hook_z`` hooks fire but attention-internal bridge hooks such as
+            ``hook_pattern`` do not); ``"bridge"`` runs the TransformerLens bridge's own
+            attention with a ``DynamicCache``; ``"auto"`` (default) picks ``"shared_prefix"``
+            unless the model cannot use it or a hook is attached to an attention-internal point
+            (see :func:`~sprint_lab.shared_prefix.bridge_only_hooks`). ``use_cache=False``
+            always uses the bridge.
 
     Returns:
         ``len(prompts) * num_samples`` :class:`Completion` objects, prompt-major.
@@ -401,6 +523,23 @@ def generate(
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if attention not in ATTENTION_PATHS:
+        raise ValueError(f"unknown attention {attention!r}; use one of {ATTENTION_PATHS}")
+    if attention == "auto":
+        usable = shared_prefix_supported(model) and not bridge_only_hooks(model)
+        attention = "shared_prefix" if usable else "bridge"
+    elif attention == "shared_prefix":
+        if not shared_prefix_supported(model):
+            raise ValueError(
+                f"{model.name} cannot use shared-prefix attention (sliding window, soft-capping "
+                "or an attention module that does not dispatch through AttentionInterface); "
+                "use attention='bridge'"
+            )
+        if bridge_only_hooks(model):
+            raise ValueError(
+                "hooks on " + ", ".join(bridge_only_hooks(model)) + " fire only in the bridge's "
+                "own attention; use attention='bridge' (or 'auto') to keep them"
+            )
     masks, mask_of_prompt = _normalise_masks(model, head_masks, len(prompts))
     tokenizer = model.tokenizer
     encoded: dict[str, list[int]] = {}
@@ -449,7 +588,7 @@ def generate(
         with torch.inference_mode():
             for start in range(0, len(rows), batch_size):
                 chunk = rows[start : start + batch_size]
-                done = _Batch(model, chunk, masks, prefix_cache or PrefixCache()).run(
+                done = _Batch(model, chunk, masks, prefix_cache or PrefixCache(), attention).run(
                     max_new_tokens,
                     temperature,
                     top_k,

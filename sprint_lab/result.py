@@ -73,6 +73,9 @@ def order_table(
     table["head"] = table["head"].astype("int64")
     table["n_tokens"] = table["n_tokens"].astype("int64")
     table["correct"] = table["correct"].astype(bool)
+    for column in table.columns:  # text columns: one dtype whichever batches the rows came from
+        if table[column].dtype == object:
+            table[column] = table[column].infer_objects()
     return table
 
 

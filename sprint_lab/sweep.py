@@ -76,6 +76,8 @@ class BatchRunner:
         grade_mode: extraction mode passed to :func:`~sprint_lab.grading.grade`.
         prefix_cache_entries: how many (prefix, configuration) KV caches to keep.
         reuse_prefix: reuse the shared few-shot prefix's KV cache (off only to measure its gain).
+        attention: attention path for :func:`~sprint_lab.generation.generate` (``"auto"``,
+            ``"shared_prefix"`` or ``"bridge"``).
     """
 
     def __init__(
@@ -88,8 +90,10 @@ class BatchRunner:
         grade_mode: str = "flexible",
         prefix_cache_entries: int = 8,
         reuse_prefix: bool = True,
+        attention: str = "auto",
     ) -> None:
         self.model = model
+        self.attention = attention
         self.problems = list(problems)
         self.template = get_template(prompt)
         self.max_new_tokens = max_new_tokens
@@ -113,6 +117,7 @@ class BatchRunner:
             batch_size=max(1, len(items)),
             prefix_cache=self.prefix_cache,
             reuse_prefix=self.reuse_prefix,
+            attention=self.attention,
         )
         records = []
         for item, completion in zip(items, completions, strict=True):
