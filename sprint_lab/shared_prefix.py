@@ -61,6 +61,7 @@ class SharedPrefixState:
         self.values: list[Tensor | None] = [None] * n_layers
         self.valid: Bool[Tensor, "batch capacity"] | None = None
         self._pending = 0
+        self._mask = None
         self._set_rows(row_group)
 
     @property
@@ -93,6 +94,7 @@ class SharedPrefixState:
             )
         self.valid[:, self.length : self.length + n] = valid
         self._pending = n
+        self._mask: tuple[tuple, Tensor] | None = None  # built by the first layer, then reused
 
     def commit(self) -> None:
         """Advance past the positions of the forward pass that just ran."""
@@ -138,13 +140,8 @@ class SharedPrefixState:
         values[:, :, start:end] = value
         # queries grouped by their kv head: [batch, n_kv, group_size * new, d_head]
         q = query.reshape(batch, n_kv, group_size * new, d_head)
-        positions = torch.arange(end, device=query.device)
-        causal = positions[None, :] <= positions[start:end, None]  # [new, end]
-        allowed = self.valid[:, None, None, :end] & causal  # [batch, 1, new, end]
-        # a padding query may see nothing real; let every position see itself (no empty softmax)
-        allowed = allowed | (positions[None, :] == positions[start:end, None])
-        allowed = allowed.repeat(1, 1, group_size, 1)  # [batch, 1, g * new, end]
-        out, lse = _flash(q, keys[:, :, :end], values[:, :, :end], allowed, scaling)
+        mask = self._suffix_mask(group_size, query.dtype, query.device)
+        out, lse = _flash(q, keys[:, :, :end], values[:, :, :end], mask, scaling)
         if self.prefix is not None:
             prefix_out, prefix_lse = self._prefix_attention(q, *self.prefix[layer], scaling)
             total = torch.logaddexp(lse, prefix_lse)
@@ -155,6 +152,29 @@ class SharedPrefixState:
             out = out.to(query.dtype)
         # [batch, n_kv, g * new, d_head] -> [batch, new, n_heads, d_head]
         return out.reshape(batch, n_heads, new, d_head).transpose(1, 2)
+
+    def _suffix_mask(
+        self, group_size: int, dtype: torch.dtype, device: torch.device
+    ) -> Float[Tensor, "batch 1 rows cols"]:
+        """Additive mask over the stored suffix: padding and future positions get -inf.
+
+        Built once per forward pass (every layer sees the same positions). Rows are the grouped
+        queries ``[group_size * new]``.
+        """
+        key = (group_size, dtype, device)
+        if self._mask is not None and self._mask[0] == key:
+            return self._mask[1]
+        start, end = self.length, self.length + self._pending
+        positions = torch.arange(end, device=device)
+        causal = positions[None, :] <= positions[start:end, None]  # [new, end]
+        allowed = self.valid[:, None, None, :end] & causal  # [batch, 1, new, end]
+        # a padding query may see nothing real; let every position see itself (no empty softmax)
+        allowed = allowed | (positions[None, :] == positions[start:end, None])
+        allowed = allowed.repeat(1, 1, group_size, 1)  # [batch, 1, g * new, end]
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=device)
+        mask.masked_fill_(~allowed, float("-inf"))
+        self._mask = (key, mask)
+        return mask
 
     def _prefix_attention(
         self,
@@ -189,36 +209,34 @@ def _flash(
     query: Float[Tensor, "batch heads rows d_head"],
     keys: Float[Tensor, "batch heads cols d_head"],
     values: Float[Tensor, "batch heads cols d_head"],
-    allowed: Bool[Tensor, "batch 1 rows cols"] | None,
+    mask: Float[Tensor, "batch 1 rows cols"] | None,
     scaling: float,
+    fused: bool | None = None,
 ) -> tuple[Float[Tensor, "batch heads rows d_head"], Float[Tensor, "batch heads rows"]]:
-    """Softmax attention and its log-sum-exp (needed to merge prefix and suffix parts).
+    """Softmax attention with an additive mask, and its log-sum-exp (to merge two parts).
 
-    Uses PyTorch's fused CPU flash-attention kernel where it exists (float32 accumulation, no
-    score matrix in memory), otherwise plain matmuls with a float32 softmax.
+    ``fused=None`` uses PyTorch's fused CPU flash-attention kernel on CPU (float32
+    accumulation, no score matrix in memory) and plain matmuls with a float32 softmax elsewhere.
     """
-    if query.device.type == "cpu":
+    if fused is None:
+        fused = query.device.type == "cpu"
+    if fused:
         out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
             query.contiguous(),
             keys.contiguous(),
             values.contiguous(),
             0.0,
             False,
-            attn_mask=None if allowed is None else _additive(allowed, query.dtype),
+            attn_mask=mask,
             scale=scaling,
         )
         return out, lse.float()
     scores = torch.matmul(query, keys.transpose(-1, -2)).float() * scaling
-    if allowed is not None:
-        scores = scores.masked_fill(~allowed, float("-inf"))
+    if mask is not None:
+        scores = scores + mask.float()
     lse = torch.logsumexp(scores, dim=-1)
     weights = (scores - lse[..., None]).exp().to(query.dtype)
     return torch.matmul(weights, values), lse
-
-
-def _additive(allowed: Tensor, dtype: torch.dtype) -> Tensor:
-    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
-    return mask.masked_fill_(~allowed, float("-inf"))
 
 
 def _attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):

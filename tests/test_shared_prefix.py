@@ -153,3 +153,25 @@ def test_unsupported_models_fall_back(tiny):
     assert shared_prefix_supported(model)
     with pytest.raises(ValueError, match="unknown attention"):
         generate(model, ["a b c"], max_new_tokens=2, attention="flash")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_and_matmul_kernels_agree_with_softmax_attention(dtype):
+    from sprint_lab.shared_prefix import _flash
+
+    torch.manual_seed(0)
+    query = torch.randn(3, 2, 5, 16)
+    keys, values = torch.randn(3, 2, 7, 16), torch.randn(3, 2, 7, 16)
+    allowed = torch.rand(3, 1, 5, 7) > 0.4
+    allowed[..., 0] = True  # no empty row
+    mask = torch.zeros(allowed.shape).masked_fill(~allowed, float("-inf"))
+    scores = (query @ keys.transpose(-1, -2)) * 0.25 + mask
+    expected_out = scores.softmax(-1) @ values
+    expected_lse = scores.logsumexp(-1)
+    tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=5e-2, rtol=5e-2)
+    for fused in (True, False):
+        out, lse = _flash(
+            query.to(dtype), keys.to(dtype), values.to(dtype), mask.to(dtype), 0.25, fused=fused
+        )
+        torch.testing.assert_close(out.float(), expected_out, **tol)
+        torch.testing.assert_close(lse, expected_lse, **tol)
