@@ -23,6 +23,7 @@ from sprint_lab.problems import (
 from sprint_lab.prompts import PromptTemplate, get_template
 from sprint_lab.result import SweepResult
 from sprint_lab.selector import SprintSelector
+from sprint_lab.shared_prefix import bridge_only_hooks, shared_prefix_supported
 from sprint_lab.stats import benjamini_hochberg, mcnemar_exact, paired_bootstrap_ci
 from sprint_lab.strategies import compare_strategies
 from sprint_lab.sweep import SweepProgress, sweep
@@ -63,6 +64,7 @@ __all__ = [
     "ablate",
     "all_heads",
     "benjamini_hochberg",
+    "bridge_only_hooks",
     "compare_strategies",
     "correlate",
     "extract_answer",
@@ -83,5 +85,6 @@ __all__ = [
     "mcnemar_exact",
     "paired_bootstrap_ci",
     "problems_to_frame",
+    "shared_prefix_supported",
     "sweep",
 ]

@@ -4,7 +4,10 @@ Every row of a batch carries its own head mask (one pruning configuration), so o
 pass serves many configurations. Prompts are ``prefix + suffix``: rows are laid out as
 ``[prefix][padding][suffix]`` with the padding masked out and position ids that skip it, which
 is exactly equivalent to running each row alone. A shared prefix (few-shot exemplars) is run
-once per configuration and its key/value cache reused for every question (prefix caching).
+once per configuration and its key/value cache reused for every question (prefix caching);
+by default decoding then reads each configuration's prefix cache once per step for all of its
+rows (shared-prefix attention, :mod:`sprint_lab.shared_prefix`), while ``attention="bridge"``
+keeps TransformerLens' own attention with one cache copy per row.
 Finished rows (EOS, a stop string, the token limit) leave the batch and stop costing compute.
 """
 
