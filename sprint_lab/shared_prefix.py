@@ -347,6 +347,14 @@ def shared_prefix_attention(model) -> Iterator[None]:
 
     Raises:
         ValueError: if :func:`shared_prefix_supported` is false for ``model``.
+
+    Example:
+        >>> rows = torch.zeros(1, dtype=torch.long)  # one row, no prefix groups
+        >>> state = SharedPrefixState(model.n_layers, rows, None, 16)  # doctest: +SKIP
+        >>> state.begin(torch.ones(1, 5, dtype=torch.bool))  # doctest: +SKIP
+        >>> with shared_prefix_attention(model):  # doctest: +SKIP
+        ...     out = model.hf_model(input_ids=ids, use_cache=False, sprint_lab_state=state)
+        >>> state.commit()  # doctest: +SKIP
     """
     if not shared_prefix_supported(model):
         raise ValueError(f"{model.name} cannot use shared-prefix attention")
