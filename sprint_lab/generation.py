@@ -162,6 +162,22 @@ def _cache_layers(cache) -> list[tuple[Tensor, Tensor]]:
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
+def _split_rows(layers: list[tuple[Tensor, Tensor]], n: int) -> list[list[tuple[Tensor, Tensor]]]:
+    """Per-layer ``[n, ...]`` key/value pairs -> one ``[1, ...]`` entry list per row."""
+    return [[(k[i : i + 1], v[i : i + 1]) for k, v in layers] for i in range(n)]
+
+
+def _stack_entries(entries: dict, keys: list[int]) -> list[tuple[Tensor, Tensor]]:
+    """Concatenate the prefix entries of ``keys`` (in order) along the batch, layer by layer."""
+    return [
+        (
+            torch.cat([entries[key][layer][0] for key in keys]),
+            torch.cat([entries[key][layer][1] for key in keys]),
+        )
+        for layer in range(len(entries[keys[0]]))
+    ]
+
+
 class _CacheDecoder:
     """Decoding through the bridge's own attention with a Hugging Face ``DynamicCache``.
 
@@ -179,24 +195,14 @@ class _CacheDecoder:
     def compute_prefix(self, prefix_ids: list[int], n: int) -> list[list[tuple[Tensor, Tensor]]]:
         ids = torch.tensor([prefix_ids] * n, device=self.model.device)
         out = self.model.hf_model(input_ids=ids, use_cache=True, logits_to_keep=1)
-        layers = _cache_layers(out.past_key_values)
-        return [[(k[i : i + 1], v[i : i + 1]) for k, v in layers] for i in range(n)]
+        return _split_rows(_cache_layers(out.past_key_values), n)
 
     def start(self, entries, mask_keys, ids, body_mask, positions, capacity) -> Tensor:
         device = self.model.device
         batch = ids.shape[0]
         prefix_len = 0
         if entries is not None:
-            layers = len(entries[mask_keys[0]])
-            self.past = _new_cache(
-                [
-                    (
-                        torch.cat([entries[key][layer][0] for key in mask_keys]),
-                        torch.cat([entries[key][layer][1] for key in mask_keys]),
-                    )
-                    for layer in range(layers)
-                ]
-            )
+            self.past = _new_cache(_stack_entries(entries, mask_keys))
             prefix_len = self.past.get_seq_length()
         self.attention = torch.cat(
             [torch.ones((batch, prefix_len), dtype=torch.long), body_mask], dim=1
@@ -259,8 +265,7 @@ class _SharedPrefixDecoder:
         state.begin(torch.ones_like(ids, dtype=torch.bool))
         positions = torch.arange(len(prefix_ids), device=device).expand(n, -1)
         self._run(ids, positions, state)
-        layers = state.stored()
-        return [[(k[i : i + 1], v[i : i + 1]) for k, v in layers] for i in range(n)]
+        return _split_rows(state.stored(), n)
 
     def start(self, entries, mask_keys, ids, body_mask, positions, capacity) -> Tensor:
         device = self.model.device
@@ -270,13 +275,7 @@ class _SharedPrefixDecoder:
             groups = list(dict.fromkeys(mask_keys))
             slot = {key: i for i, key in enumerate(groups)}
             row_group = torch.tensor([slot[key] for key in mask_keys], device=device)
-            prefix = [
-                (
-                    torch.cat([entries[key][layer][0] for key in groups]),
-                    torch.cat([entries[key][layer][1] for key in groups]),
-                )
-                for layer in range(len(entries[groups[0]]))
-            ]
+            prefix = _stack_entries(entries, groups)
         self.state = SharedPrefixState(self.model.n_layers, row_group, prefix, capacity)
         self.state.begin(body_mask.to(device=device, dtype=torch.bool))
         return self._run(ids, positions, self.state)

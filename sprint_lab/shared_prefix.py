@@ -61,7 +61,7 @@ class SharedPrefixState:
         self.values: list[Tensor | None] = [None] * n_layers
         self.valid: Bool[Tensor, "batch capacity"] | None = None
         self._pending = 0
-        self._mask = None
+        self._mask: tuple[tuple, Tensor] | None = None  # per forward pass, see _suffix_mask
         self._set_rows(row_group)
 
     @property
@@ -94,7 +94,7 @@ class SharedPrefixState:
             )
         self.valid[:, self.length : self.length + n] = valid
         self._pending = n
-        self._mask: tuple[tuple, Tensor] | None = None  # built by the first layer, then reused
+        self._mask = None  # built by the first layer, then reused
 
     def commit(self) -> None:
         """Advance past the positions of the forward pass that just ran."""
