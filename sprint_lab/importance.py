@@ -31,6 +31,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from sprint_lab.gate import head_mask, masks_for
+from sprint_lab.generation import _cache_layers, _new_cache, _split_rows
 from sprint_lab.heads import Head, all_heads, as_heads
 from sprint_lab.prompts import PromptTemplate, get_template
 
@@ -217,19 +218,6 @@ def _layout(
         ids[i, : len(body)] = torch.tensor(body, dtype=torch.long)
     positions = torch.arange(start, start + width).expand(len(bodies), width)
     return ids.to(device), positions.to(device)
-
-
-def _new_cache(layers: Sequence[tuple[Tensor, Tensor]]) -> Any:
-    from transformers import DynamicCache
-
-    cache = DynamicCache()
-    for layer, (keys, values) in enumerate(layers):
-        cache.update(keys, values, layer)
-    return cache
-
-
-def _cache_layers(cache: Any) -> list[tuple[Tensor, Tensor]]:
-    return [(layer.keys, layer.values) for layer in cache.layers]
 
 
 def _run(model: Any, ids: Tensor, positions: Tensor, past: Any) -> Tensor:
@@ -504,8 +492,8 @@ def _prefix_caches(
     ids = torch.tensor([prefix_ids] * len(configs), device=model.device)
     with head_mask(model, masks[configs]):
         out = _decoder(model)(input_ids=ids, use_cache=True)
-    layers = _cache_layers(out.past_key_values)
-    return {c: [(k[j : j + 1], v[j : j + 1]) for k, v in layers] for j, c in enumerate(configs)}
+    entries = _split_rows(_cache_layers(out.past_key_values), len(configs))
+    return dict(zip(configs, entries, strict=True))
 
 
 def _logprob_batch(
