@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 from sprint_lab import generate_arith, get_template, grade, load_model
-from sprint_lab.generation import generate
+from sprint_lab.generation.generator import generate
 
 
 def main() -> None:

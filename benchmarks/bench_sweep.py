@@ -1,8 +1,8 @@
-"""Sweep throughput: the naive loop vs per-configuration batches vs ``sprint_lab.sweep``.
+"""Sweep throughput: the naive loop vs per-configuration batches vs ``sprint_lab.sweeps.run``.
 
 (a) naive: for each configuration, for each question, TransformerLens ``generate`` inside
 ``with bridge.hooks(...)`` (what a researcher writes first); (b) one batched Hugging Face
-``generate`` per configuration under the gate; (c) ``sprint_lab.sweep`` (mixed batches,
+``generate`` per configuration under the gate; (c) ``sprint_lab.sweeps.run`` (mixed batches,
 per-row masks, prefix KV reuse, shared-prefix attention, finished rows dropped). Two ablations
 of (c) show where its speed comes from: without prefix KV reuse, and with the bridge's own
 attention instead of shared-prefix attention. Greedy decoding with the same stop
@@ -23,8 +23,8 @@ import time
 import torch
 
 from sprint_lab import all_heads, get_template, grade, load_model, load_problems, sweep
-from sprint_lab.divergence import first_divergence
-from sprint_lab.gate import hook_z_name, mask_for, masks_for
+from sprint_lab.core.gate import hook_z_name, mask_for, masks_for
+from sprint_lab.generation.diagnostics import first_divergence
 
 
 def _cut(text: str, stop: tuple[str, ...]) -> str:
@@ -137,7 +137,7 @@ def main() -> None:
         ),
         args.repeats,
     )
-    from sprint_lab.sweep import BatchRunner, plan
+    from sprint_lab.sweeps.run import BatchRunner, plan
 
     def sweep_without_prefix_reuse():
         runner = BatchRunner(model, problems, max_new_tokens=args.new_tokens, reuse_prefix=False)

@@ -1,90 +1,150 @@
-"""sprint_lab: study how pruning single attention heads changes a language model's reasoning.
+"""sprint_lab: study how pruning attention heads changes a language model's reasoning.
 
 Zero one attention head's output (just before ``o_proj``, at every position and decoding step),
 measure how accuracy on math word problems moves, and learn per question which head to prune
-(SPRINT). The public API is re-exported here; each submodule holds one concept.
+(SPRINT). The subpackages follow the data flow, and imports only go down it::
+
+    core        heads, the head gate, the model loader
+    tasks       datasets, prompt templates, answer extraction and grading
+    generation  batched gated generation (shared-prefix attention, KV caches)
+    sweeps      the sweep runner, executors, the Parquet store, results and statistics
+    importance  cheap importance proxies and their correlation with sweeps
+    selection   question encoders, the SPRINT selector, comparison strategies
+    viz         plotly figures, static export, the HTML report
+    widgets     ipywidgets panels for notebooks
+    cli         the ``sprint-lab`` command
+
+The public API is re-exported here, grouped by subpackage. ``viz`` and ``widgets`` (plotly,
+ipywidgets) load lazily, so ``import sprint_lab`` stays light.
 """
 
-from sprint_lab.arith import generate_arith
-from sprint_lab.encoders import MiniLMEncoder, ResidualEncoder, get_encoder
-from sprint_lab.gate import HeadGate, ablate, head_mask, hook_z_name, mask_for, masks_for
-from sprint_lab.generation import Completion, PrefixCache, generate
-from sprint_lab.grading import Verdict, extract_answer, grade, is_correct
-from sprint_lab.heads import Head, all_heads
+from sprint_lab.core import (
+    BASELINE,
+    Head,
+    HeadGate,
+    LabModel,
+    ablate,
+    all_heads,
+    config_label,
+    head_mask,
+    hook_z_name,
+    is_baseline,
+    load_model,
+    mask_for,
+    masks_for,
+    parse_config,
+)
+from sprint_lab.generation import (
+    Completion,
+    PrefixCache,
+    bridge_only_hooks,
+    generate,
+    shared_prefix_supported,
+)
 from sprint_lab.importance import ImportanceResult, correlate, gold_target, head_importance
-from sprint_lab.model import LabModel, load_model
-from sprint_lab.problems import (
+from sprint_lab.selection import (
+    MiniLMEncoder,
+    ResidualEncoder,
+    SprintSelector,
+    compare_strategies,
+    get_encoder,
+)
+from sprint_lab.sweeps import (
+    SweepProgress,
+    SweepResult,
+    benjamini_hochberg,
+    mcnemar_exact,
+    paired_bootstrap_ci,
+    sweep,
+)
+from sprint_lab.tasks import (
     DatasetUnavailableError,
     Problem,
     ProblemFormatError,
+    PromptTemplate,
+    Verdict,
+    extract_answer,
+    generate_arith,
+    get_template,
+    grade,
+    is_correct,
     load_problems,
     problems_to_frame,
 )
-from sprint_lab.prompts import PromptTemplate, get_template
-from sprint_lab.result import SweepResult
-from sprint_lab.selector import SprintSelector
-from sprint_lab.shared_prefix import bridge_only_hooks, shared_prefix_supported
-from sprint_lab.stats import benjamini_hochberg, mcnemar_exact, paired_bootstrap_ci
-from sprint_lab.strategies import compare_strategies
-from sprint_lab.sweep import SweepProgress, sweep
 
+_LAZY_MODULES = frozenset({"viz", "widgets"})
 _WIDGETS = frozenset({"SweepPanel", "HeatmapExplorer", "SelectorTrainer", "QuestionInspector"})
 
 
 def __getattr__(name: str):
-    """Widgets load lazily, so ``import sprint_lab`` does not import ipywidgets."""
-    if name in _WIDGETS:
-        from sprint_lab import widgets
+    """``viz``, ``widgets`` and the panels load on first use (plotly, ipywidgets are heavy)."""
+    import importlib
 
-        return getattr(widgets, name)
+    if name in _LAZY_MODULES:
+        return importlib.import_module(f"sprint_lab.{name}")
+    if name in _WIDGETS:
+        return getattr(importlib.import_module("sprint_lab.widgets"), name)
     raise AttributeError(f"module 'sprint_lab' has no attribute {name!r}")
 
 
 __all__ = [
-    "Completion",
-    "DatasetUnavailableError",
+    # core
+    "BASELINE",
+    "config_label",
+    "is_baseline",
+    "parse_config",
     "Head",
     "HeadGate",
-    "HeatmapExplorer",
-    "ImportanceResult",
     "LabModel",
-    "MiniLMEncoder",
-    "PrefixCache",
+    "ablate",
+    "all_heads",
+    "head_mask",
+    "hook_z_name",
+    "load_model",
+    "mask_for",
+    "masks_for",
+    # tasks
+    "DatasetUnavailableError",
     "Problem",
     "ProblemFormatError",
     "PromptTemplate",
-    "QuestionInspector",
-    "ResidualEncoder",
-    "SelectorTrainer",
-    "SprintSelector",
-    "SweepPanel",
+    "Verdict",
+    "extract_answer",
+    "generate_arith",
+    "get_template",
+    "grade",
+    "is_correct",
+    "load_problems",
+    "problems_to_frame",
+    # generation
+    "Completion",
+    "PrefixCache",
+    "bridge_only_hooks",
+    "generate",
+    "shared_prefix_supported",
+    # sweeps
     "SweepProgress",
     "SweepResult",
-    "Verdict",
-    "ablate",
-    "all_heads",
     "benjamini_hochberg",
-    "bridge_only_hooks",
-    "compare_strategies",
-    "correlate",
-    "extract_answer",
-    "generate",
-    "generate_arith",
-    "get_encoder",
-    "get_template",
-    "gold_target",
-    "grade",
-    "head_importance",
-    "head_mask",
-    "hook_z_name",
-    "is_correct",
-    "load_model",
-    "load_problems",
-    "mask_for",
-    "masks_for",
     "mcnemar_exact",
     "paired_bootstrap_ci",
-    "problems_to_frame",
-    "shared_prefix_supported",
     "sweep",
+    # importance
+    "ImportanceResult",
+    "correlate",
+    "gold_target",
+    "head_importance",
+    # selection
+    "MiniLMEncoder",
+    "ResidualEncoder",
+    "SprintSelector",
+    "compare_strategies",
+    "get_encoder",
+    # viz and widgets (lazy)
+    "viz",
+    "widgets",
+    "HeatmapExplorer",
+    "QuestionInspector",
+    "SelectorTrainer",
+    "SweepPanel",
 ]

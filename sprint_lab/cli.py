@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _problems_from_meta(meta: dict, data_dir: str | None):
-    from sprint_lab.problems import load_problems
+    from sprint_lab.tasks.problems import load_problems
 
     if "dataset" not in meta:
         raise SystemExit("the results folder does not record its dataset (run it with sprint-lab)")
@@ -115,8 +115,8 @@ def _problems_from_meta(meta: dict, data_dir: str | None):
 
 def _run_sweep(args) -> int:
     from sprint_lab import all_heads, load_model, load_problems, sweep
-    from sprint_lab.heads import as_heads
-    from sprint_lab.report import format_top_heads
+    from sprint_lab.core.heads import as_heads
+    from sprint_lab.viz.report import format_top_heads
 
     model = load_model(args.model, dtype=args.dtype, device=args.device)
     problems = load_problems(
@@ -153,8 +153,8 @@ def _run_sweep(args) -> int:
 
 
 def _report(args) -> int:
-    from sprint_lab.report import format_top_heads, write_report
-    from sprint_lab.result import SweepResult
+    from sprint_lab.sweeps.result import SweepResult
+    from sprint_lab.viz.report import format_top_heads, write_report
 
     result = SweepResult.load(args.results)
     print(result)
@@ -166,7 +166,7 @@ def _report(args) -> int:
 
 def _demo(args) -> int:
     from sprint_lab import all_heads, load_model, load_problems, sweep
-    from sprint_lab.report import format_top_heads, write_report
+    from sprint_lab.viz.report import format_top_heads, write_report
 
     start = time.perf_counter()
     model = load_model("smollm2-135m", dtype=args.dtype)
@@ -193,8 +193,8 @@ def _demo(args) -> int:
 
 
 def _train(args) -> int:
-    from sprint_lab.result import SweepResult
-    from sprint_lab.selector import SprintSelector
+    from sprint_lab.selection.selector import SprintSelector
+    from sprint_lab.sweeps.result import SweepResult
 
     result = SweepResult.load(args.results)
     problems = _problems_from_meta(result.meta, args.data_dir)
@@ -209,8 +209,8 @@ def _train(args) -> int:
 
 def _compare(args) -> int:
     from sprint_lab import load_model, load_problems
-    from sprint_lab.selector import SprintSelector
-    from sprint_lab.strategies import compare_strategies
+    from sprint_lab.selection.selector import SprintSelector
+    from sprint_lab.selection.strategies import compare_strategies
 
     model = load_model(args.model, dtype=args.dtype, device=args.device)
     selector = SprintSelector.load(args.selector)

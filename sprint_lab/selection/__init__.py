@@ -1,0 +1,13 @@
+"""SPRINT's per-question head selector, its question encoders, and the strategies it is compared with."""
+
+from sprint_lab.selection.encoders import MiniLMEncoder, ResidualEncoder, get_encoder
+from sprint_lab.selection.selector import SprintSelector
+from sprint_lab.selection.strategies import compare_strategies
+
+__all__ = [
+    "MiniLMEncoder",
+    "ResidualEncoder",
+    "SprintSelector",
+    "compare_strategies",
+    "get_encoder",
+]
