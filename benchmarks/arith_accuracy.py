@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from sprint_lab import generate_arith, get_template, grade, load_model
+from sprint_lab import generate_arith, get_task, get_template, grade, load_model
 from sprint_lab.generation.generator import generate
 
 
@@ -22,7 +22,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     model = load_model("smollm2-135m", dtype=args.dtype)
-    template = get_template("fewshot_cot")
+    task = get_task("arith")
+    template = get_template(task.prompt)
     problems = []
     for level in range(1, 6):
         problems += generate_arith(args.per_level, seed=args.seed, levels=(level,))
@@ -33,15 +34,15 @@ def main() -> None:
         stop=template.stop_strings(model.tokenizer),
         batch_size=25,
     )
-    print(f"level  correct  n  accuracy   (fewshot_cot, greedy, {args.dtype})")
+    correct = [
+        grade(c.text, p, mode=task.grade_mode).correct
+        for p, c in zip(problems, completions, strict=True)
+    ]
+    print(f"level  correct  n  accuracy   ({template.name}, greedy, {args.dtype})")
     for level in range(1, 6):
-        rows = [
-            grade(c.text, p).correct
-            for p, c in zip(problems, completions, strict=True)
-            if p.level == level
-        ]
+        rows = [ok for p, ok in zip(problems, correct, strict=True) if p.level == level]
         print(f"{level:>5}  {sum(rows):>7}  {len(rows)}  {sum(rows) / len(rows):.2f}")
-    total = sum(grade(c.text, p).correct for p, c in zip(problems, completions, strict=True))
+    total = sum(correct)
     print(f"all    {total:>7}  {len(problems)}  {total / len(problems):.2f}")
 
 

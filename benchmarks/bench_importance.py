@@ -19,7 +19,8 @@ import pandas as pd
 import torch
 
 import sprint_lab
-from sprint_lab.importance.proxies import correlate, head_importance
+from sprint_lab.importance.correlate import correlate
+from sprint_lab.importance.proxies import head_importance
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     )
 
     started = time.perf_counter()
-    result = sprint_lab.sweeps.run(
+    result = sprint_lab.sweep(
         sweep_model,
         problems,
         heads,

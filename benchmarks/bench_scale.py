@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     import ray
     import torch
 
-    from sprint_lab import all_heads, load_model, load_problems, sweep
+    from sprint_lab import RayExecutor, all_heads, load_model, load_problems, sweep
 
     torch.set_num_threads(args.threads)
     model = load_model(args.model, dtype=args.dtype)
@@ -115,10 +115,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     try:
         for workers in (1, 2):
             started = time.perf_counter()
-            result = sweep(
-                model, problems, heads, executor="ray", workers=workers,
-                resources_per_worker={"num_cpus": args.threads}, **common,
-            )  # fmt: skip
+            executor = RayExecutor(workers=workers, resources_per_worker={"num_cpus": args.threads})
+            result = sweep(model, problems, heads, executor=executor, **common)
             wall = time.perf_counter() - started
             stats = result.meta["ray"]
             key = f"ray{workers}"

@@ -137,7 +137,7 @@ def main() -> None:
         ),
         args.repeats,
     )
-    from sprint_lab.sweeps.run import BatchRunner, plan
+    from sprint_lab.sweeps.batch import BatchRunner, plan
 
     def sweep_without_prefix_reuse():
         runner = BatchRunner(model, problems, max_new_tokens=args.new_tokens, reuse_prefix=False)

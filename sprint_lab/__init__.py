@@ -50,6 +50,9 @@ from sprint_lab.selection import (
     get_encoder,
 )
 from sprint_lab.sweeps import (
+    Executor,
+    LocalExecutor,
+    RayExecutor,
     SweepProgress,
     SweepResult,
     benjamini_hochberg,
@@ -58,26 +61,36 @@ from sprint_lab.sweeps import (
     sweep,
 )
 from sprint_lab.tasks import (
+    TASKS,
+    AnswerFormat,
     DatasetUnavailableError,
     Problem,
     ProblemFormatError,
     PromptTemplate,
+    Task,
     Verdict,
     extract_answer,
     generate_arith,
+    get_task,
     get_template,
     grade,
     is_correct,
+    list_tasks,
     load_problems,
+    pick_problems,
     problems_to_frame,
+    register_task,
 )
 
 _LAZY_MODULES = frozenset({"viz", "widgets"})
-_WIDGETS = frozenset({"SweepPanel", "HeatmapExplorer", "SelectorTrainer", "QuestionInspector"})
+_WIDGETS = frozenset(
+    {"SweepPanel", "HeatmapExplorer", "SelectorTrainer", "QuestionInspector", "word_diff_html"}
+)
 
 
 def __getattr__(name: str):
-    """``viz``, ``widgets`` and the panels load on first use (plotly, ipywidgets are heavy)."""
+    """``viz``, ``widgets``, the panels and ``word_diff_html`` load on first use (plotly,
+    ipywidgets are heavy)."""
     import importlib
 
     if name in _LAZY_MODULES:
@@ -104,18 +117,25 @@ __all__ = [
     "mask_for",
     "masks_for",
     # tasks
+    "TASKS",
+    "AnswerFormat",
     "DatasetUnavailableError",
     "Problem",
     "ProblemFormatError",
     "PromptTemplate",
+    "Task",
     "Verdict",
     "extract_answer",
     "generate_arith",
+    "get_task",
     "get_template",
     "grade",
     "is_correct",
+    "list_tasks",
     "load_problems",
+    "pick_problems",
     "problems_to_frame",
+    "register_task",
     # generation
     "Completion",
     "PrefixCache",
@@ -123,6 +143,9 @@ __all__ = [
     "generate",
     "shared_prefix_supported",
     # sweeps
+    "Executor",
+    "LocalExecutor",
+    "RayExecutor",
     "SweepProgress",
     "SweepResult",
     "benjamini_hochberg",
@@ -147,4 +170,5 @@ __all__ = [
     "QuestionInspector",
     "SelectorTrainer",
     "SweepPanel",
+    "word_diff_html",
 ]

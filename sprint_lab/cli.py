@@ -12,6 +12,10 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sprint_lab.sweeps.executor import Executor
 
 
 def _ints(text: str) -> list[int]:
@@ -113,6 +117,22 @@ def _problems_from_meta(meta: dict, data_dir: str | None):
     return [p for p in problems if p.id in wanted]
 
 
+def _executor(args: argparse.Namespace) -> Executor:
+    """The executor the ``sweep`` flags ask for (the Ray flags build a ``RayExecutor``)."""
+    from sprint_lab.sweeps.executor import LocalExecutor
+    from sprint_lab.sweeps.ray import RayExecutor
+
+    if args.executor != "ray":
+        return LocalExecutor()
+    return RayExecutor(
+        workers=args.workers,
+        address=args.address,
+        resources_per_worker={"num_gpus": args.gpus_per_worker} if args.gpus_per_worker else None,
+        threads_per_worker=args.threads_per_worker,
+        max_shard_retries=args.max_shard_retries,
+    )
+
+
 def _run_sweep(args) -> int:
     from sprint_lab import all_heads, load_model, load_problems, sweep
     from sprint_lab.core.heads import as_heads
@@ -123,7 +143,6 @@ def _run_sweep(args) -> int:
         args.dataset, args.split, limit=args.limit, seed=args.seed, data_dir=args.data_dir
     )
     heads = as_heads(args.heads.split(",")) if args.heads else all_heads(model, args.layers)
-    resources = {"num_gpus": args.gpus_per_worker} if args.gpus_per_worker else None
     result = sweep(
         model,
         problems,
@@ -133,12 +152,7 @@ def _run_sweep(args) -> int:
         batch_size=args.batch_size,
         out=args.out,
         resume=not args.no_resume,
-        executor=args.executor,
-        workers=args.workers,
-        address=args.address,
-        resources_per_worker=resources,
-        threads_per_worker=args.threads_per_worker,
-        max_shard_retries=args.max_shard_retries,
+        executor=_executor(args),
         tags={
             "dataset": args.dataset,
             "split": args.split,

@@ -1,4 +1,4 @@
-"""Test helpers shared by every test folder: the tiny models, the embedded model, and the near-tie check.
+"""Test helpers shared by every test folder: tiny models, the embedded model, the near-tie check.
 
 Fixtures in ``conftest.py`` wrap these; tests import the plain functions from here (never from
 another test file).
@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-
-from sprint_lab.generation.diagnostics import first_divergence
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,6 +26,8 @@ def token_ids(model, text):
 
 def assert_same_or_near_tie(model, prompts, batched, alone, masks=None):
     """Every row equal, or diverging first at a near-tie (counted, never a large gap)."""
+    from sprint_lab.generation.diagnostics import first_divergence
+
     near_ties = 0
     for i, (a, b) in enumerate(zip(batched, alone, strict=True)):
         if a.token_ids == b.token_ids:

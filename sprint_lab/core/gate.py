@@ -12,17 +12,27 @@ the whole batch) or ``[batch, n_layers, n_heads]`` (one configuration per batch 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from sprint_lab.core.heads import Head, as_heads
+from sprint_lab.core.model import LabModel
 
-Mask = Float[Tensor, "n_layers n_heads"] | Float[Tensor, "batch n_layers n_heads"]
+LayerHeadMask = Float[Tensor, "n_layers n_heads"]
+"""One configuration: a factor per (layer, head)."""
+
+MaskBatch = Float[Tensor, "batch n_layers n_heads"]
+"""One configuration per batch row (or a stack of distinct configurations)."""
+
+Mask = LayerHeadMask | MaskBatch
+"""What the gate takes: one mask for the whole batch, or one per row."""
+
+GateHook = Callable[[Float[Tensor, "batch pos n_heads d_head"], object], Tensor]
+"""A ``hook_z`` forward hook: ``(z, hook point) -> gated z``."""
 
 
 def hook_z_name(layer: int) -> str:
@@ -35,8 +45,15 @@ def hook_z_name(layer: int) -> str:
     return f"blocks.{layer}.attn.hook_z"
 
 
-def check_head(model: Any, head: Head) -> None:
-    """Raise ``ValueError`` naming the valid ranges if ``head`` does not exist in ``model``."""
+def check_head(model: LabModel, head: Head) -> None:
+    """Raise ``ValueError`` naming the valid ranges if ``head`` does not exist in ``model``.
+
+    Example:
+        >>> check_head(model, Head(3, 0))
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown layer 3 in L3H0: valid layers are 0..2
+    """
     if not 0 <= head.layer < model.n_layers:
         raise ValueError(
             f"unknown layer {head.layer} in {head.label}: valid layers are 0..{model.n_layers - 1}"
@@ -47,14 +64,14 @@ def check_head(model: Any, head: Head) -> None:
         )
 
 
-def mask_for(model: Any, heads: Iterable[Head | str | tuple[int, int]]) -> Tensor:
+def mask_for(model: LabModel, heads: Iterable[Head | str | tuple[int, int]]) -> LayerHeadMask:
     """A ``[n_layers, n_heads]`` float mask with zeros at ``heads`` and ones elsewhere.
 
     Example:
-        >>> from types import SimpleNamespace
-        >>> mask_for(SimpleNamespace(n_layers=2, n_heads=3), ["L1H2"])
-        tensor([[1., 1., 1.],
-                [1., 1., 0.]])
+        >>> mask_for(model, ["L1H2", (2, 0)])
+        tensor([[1., 1., 1., 1.],
+                [1., 1., 0., 1.],
+                [0., 1., 1., 1.]])
     """
     mask = torch.ones(model.n_layers, model.n_heads)
     for head in as_heads(heads):
@@ -63,13 +80,13 @@ def mask_for(model: Any, heads: Iterable[Head | str | tuple[int, int]]) -> Tenso
     return mask
 
 
-def masks_for(model: Any, configs: Iterable[Iterable[Head | str] | None]) -> Tensor:
+def masks_for(model: LabModel, configs: Iterable[Iterable[Head | str] | None]) -> MaskBatch:
     """Stack one mask per configuration into ``[batch, n_layers, n_heads]`` (``None``: no ablation).
 
     Example:
-        >>> from types import SimpleNamespace
-        >>> masks_for(SimpleNamespace(n_layers=1, n_heads=2), [None, ["L0H1"]]).tolist()
-        [[[1.0, 1.0]], [[1.0, 0.0]]]
+        >>> masks = masks_for(model, [None, ["L0H1"]])
+        >>> masks.shape, masks[1, 0].tolist()
+        (torch.Size([2, 3, 4]), [1.0, 0.0, 1.0, 1.0])
     """
     rows = [mask_for(model, config or ()) for config in configs]
     if not rows:
@@ -77,11 +94,19 @@ def masks_for(model: Any, configs: Iterable[Iterable[Head | str] | None]) -> Ten
     return torch.stack(rows)
 
 
-def validate_mask(model: Any, mask: Tensor) -> Tensor:
+def validate_mask(model: LabModel, mask: Tensor) -> Mask:
     """Check a mask's shape against ``model`` and return it as a float tensor.
+
+    Args:
+        model: the model the mask is for.
+        mask: any tensor (or nested list); integer and boolean masks become float.
 
     Raises:
         ValueError: if the mask is not ``[n_layers, n_heads]`` or ``[batch, n_layers, n_heads]``.
+
+    Example:
+        >>> validate_mask(model, torch.ones(3, 4, dtype=torch.long)).dtype
+        torch.float32
     """
     mask = torch.as_tensor(mask)
     expected = (model.n_layers, model.n_heads)
@@ -106,22 +131,22 @@ class HeadGate:
     multiply per forward pass.
     """
 
-    def __init__(self, model: Any, mask: Tensor) -> None:
+    def __init__(self, model: LabModel, mask: Mask) -> None:
         self.model = model
         self._mask = validate_mask(model, mask)
         self._cast: dict[tuple[torch.dtype, torch.device], Tensor] = {}
 
     @property
-    def mask(self) -> Tensor:
+    def mask(self) -> Mask:
         """The current mask, ``[n_layers, n_heads]`` or ``[batch, n_layers, n_heads]``."""
         return self._mask
 
-    def set_mask(self, mask: Tensor) -> None:
+    def set_mask(self, mask: Mask) -> None:
         """Replace the mask. The set of hooked layers stays as it was when the gate opened."""
         self._mask = validate_mask(self.model, mask)
         self._cast.clear()
 
-    def select_rows(self, rows: Tensor) -> None:
+    def select_rows(self, rows: Int[Tensor, " kept"]) -> None:
         """Keep only batch ``rows`` of a per-row mask (a shared mask is left alone)."""
         if self._mask.dim() == 3:
             self.set_mask(self._mask[rows.to(self._mask.device)])
@@ -133,7 +158,9 @@ class HeadGate:
         per_layer = self._mask.reshape(-1, *self._mask.shape[-2:]).ne(1).any(dim=0).any(dim=-1)
         return [int(layer) for layer in torch.nonzero(per_layer).flatten()]
 
-    def _layer_factor(self, layer: int, z: Tensor) -> Tensor:
+    def _layer_factor(
+        self, layer: int, z: Float[Tensor, "batch pos n_heads d_head"]
+    ) -> Float[Tensor, "#batch 1 n_heads 1"]:
         key = (z.dtype, z.device)
         mask = self._cast.get(key)
         if mask is None:
@@ -149,11 +176,11 @@ class HeadGate:
             )
         return layer_mask[:, None, :, None]
 
-    def hooks(self) -> list[tuple[str, Any]]:
+    def hooks(self) -> list[tuple[str, GateHook]]:
         """``(hook name, hook function)`` pairs for ``bridge.hooks(fwd_hooks=...)``."""
 
-        def make(layer: int):
-            def gate_hook(z: Tensor, hook: Any) -> Tensor:  # z: [batch, pos, n_heads, d_head]
+        def make(layer: int) -> GateHook:
+            def gate_hook(z: Tensor, hook: object) -> Tensor:  # z: [batch, pos, n_heads, d_head]
                 return z * self._layer_factor(layer, z)
 
             return gate_hook
@@ -162,7 +189,7 @@ class HeadGate:
 
 
 @contextmanager
-def head_mask(model: Any, mask: Mask) -> Iterator[HeadGate]:
+def head_mask(model: LabModel, mask: Mask) -> Iterator[HeadGate]:
     """Multiply every head's output by ``mask`` while the block runs.
 
     The hooks are removed on every exit path: normal return, exception or
@@ -176,9 +203,12 @@ def head_mask(model: Any, mask: Mask) -> Iterator[HeadGate]:
         The :class:`HeadGate` (its mask can be replaced mid-generation).
 
     Example:
-        >>> mask = torch.ones(model.n_layers, model.n_heads); mask[3, 5] = 0  # doctest: +SKIP
-        >>> with head_mask(model, mask):                                        # doctest: +SKIP
+        >>> mask = torch.ones(model.n_layers, model.n_heads); mask[1, 3] = 0
+        >>> tokens = torch.tensor([[5, 6, 7]])
+        >>> with torch.no_grad(), head_mask(model, mask) as gate:
         ...     logits = model.hf_model(tokens).logits
+        >>> gate.active_layers(), logits.shape[:2]
+        ([1], torch.Size([1, 3]))
     """
     gate = HeadGate(model, mask)
     lock = getattr(model, "lock", None) or contextlib.nullcontext()
@@ -187,7 +217,7 @@ def head_mask(model: Any, mask: Mask) -> Iterator[HeadGate]:
 
 
 @contextmanager
-def ablate(model: Any, heads: Iterable[Head | str | tuple[int, int]]) -> Iterator[HeadGate]:
+def ablate(model: LabModel, heads: Iterable[Head | str | tuple[int, int]]) -> Iterator[HeadGate]:
     """Zero the outputs of ``heads`` (at every position and decoding step) inside the block.
 
     Args:
@@ -198,8 +228,10 @@ def ablate(model: Any, heads: Iterable[Head | str | tuple[int, int]]) -> Iterato
         ValueError: for a layer or head the model does not have.
 
     Example:
-        >>> with ablate(model, ["L3H5"]):                    # doctest: +SKIP
-        ...     print(generate(model, ["Q: 2+2?\\nA:"])[0].text)
+        >>> with ablate(model, ["L2H1"]) as gate:
+        ...     answer = sl.generate(model, ["Q: 2+2?\\nA:"], max_new_tokens=2)[0]
+        >>> gate.mask[2].tolist(), answer.n_tokens
+        ([1.0, 0.0, 1.0, 1.0], 2)
     """
     with head_mask(model, mask_for(model, heads)) as gate:
         yield gate

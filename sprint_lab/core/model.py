@@ -56,10 +56,14 @@ class LabModel:
         lock: held while a head gate is attached (:func:`sprint_lab.core.gate.head_mask`), so jobs
             in several threads (a widget's background sweep and a cell) take turns.
 
+    The embedded SmolLM2-135M has 30 layers of 9 query heads over 3 key/value heads of
+    dimension 64; the tiny test model of the doctests is smaller.
+
     Example:
-        >>> model = load_model("smollm2-135m")          # doctest: +SKIP
-        >>> model.n_layers, model.n_heads, model.n_kv_heads, model.d_head  # doctest: +SKIP
-        (30, 9, 3, 64)
+        >>> model.n_layers, model.n_heads, model.n_kv_heads, model.d_head
+        (3, 4, 2, 16)
+        >>> model.mask_shape, model.dtype
+        ((3, 4), torch.float32)
     """
 
     bridge: Any
@@ -170,9 +174,9 @@ def _gguf_cache(gguf: Path) -> Path:
             str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
         )
         hf_model.config.architectures = [type(hf_model).__name__]
-        hf_model.hf_quantizer = None
+        hf_model.hf_quantizer = None  # pyright: ignore[reportArgumentType]  (save unquantised)
         if hasattr(hf_model.config, "quantization_config"):
-            del hf_model.config.quantization_config
+            del hf_model.config.quantization_config  # pyright: ignore[reportAttributeAccessIssue]
         hf_model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         (tmp / "sprint_lab_source.json").write_text(
@@ -253,9 +257,12 @@ def load_model(
         ValueError: the model is not a decoder-only causal LM the bridge supports.
 
     Example:
-        >>> model = load_model("smollm2-135m", dtype="float32")  # doctest: +SKIP
-        >>> model.n_heads                                        # doctest: +SKIP
-        9
+        Reloading the doctests' tiny model from its folder (``load_model("smollm2-135m")``
+        loads the embedded model the same way, from its cached weights):
+
+        >>> again = load_model(model.name, dtype="float32")
+        >>> again.n_heads, again.source_info["kind"]
+        (4, 'directory')
     """
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -292,7 +299,7 @@ def load_model(
             hf_logging.enable_progress_bar()
     if not getattr(hf_model.config, "architectures", None):
         hf_model.config.architectures = [type(hf_model).__name__]
-    hf_model.to(device)
+    hf_model.to(device)  # pyright: ignore[reportArgumentType]  (the stubs see a generate mixin)
     hf_model.eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -1,7 +1,15 @@
-"""Batched, gated text generation: per-row head masks, shared few-shot prefixes, KV caches."""
+"""Batched, gated text generation: per-row head masks, shared few-shot prefixes, KV caches.
 
-from sprint_lab.generation.generator import Completion, PrefixCache, generate
-from sprint_lab.generation.shared_prefix import bridge_only_hooks, shared_prefix_supported
+Modules, from the entry point down: ``generator`` (:func:`generate`, :class:`Completion`),
+``batch`` (the decoding loop of one batch), ``decoders`` (the ``Decoder`` protocol and the
+``attention=`` registry), ``sampling`` and ``stopping`` (the next token, the end of a row),
+``attention_swap`` and ``shared_prefix`` (shared-prefix attention), ``kv`` (caches, the
+:class:`PrefixCache`, prompt layout) and ``diagnostics`` (near-tie checks).
+"""
+
+from sprint_lab.generation.attention_swap import bridge_only_hooks, shared_prefix_supported
+from sprint_lab.generation.generator import Completion, generate
+from sprint_lab.generation.kv import PrefixCache
 
 __all__ = [
     "Completion",

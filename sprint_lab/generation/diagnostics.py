@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from sprint_lab.core.gate import head_mask
+from sprint_lab.core.gate import LayerHeadMask, head_mask
+from sprint_lab.core.model import LabModel
 
 NEAR_TIE = 1e-3
 
@@ -38,17 +39,29 @@ class Divergence:
 
 
 def first_divergence(
-    model,
+    model: LabModel,
     prompt_ids: Sequence[int],
     tokens_a: Sequence[int],
     tokens_b: Sequence[int],
-    mask: torch.Tensor | None = None,
+    mask: LayerHeadMask | None = None,
 ) -> Divergence:
     """Compare two greedy continuations of ``prompt_ids`` (run unbatched, under ``mask``).
 
+    Args:
+        model: the model that produced both continuations.
+        prompt_ids: the prompt's token ids.
+        tokens_a: one continuation (e.g. decoded in a batch).
+        tokens_b: the other (e.g. decoded alone).
+        mask: the head mask both ran under (``None``: no ablation).
+
+    Returns:
+        The first differing step (a length mismatch counts as one) and the top-2 logit gap there.
+
     Example:
-        >>> d = first_divergence(model, ids, batched.token_ids, alone.token_ids)  # doctest: +SKIP
-        >>> d.near_tie                                                           # doctest: +SKIP
+        >>> d = first_divergence(model, [5, 6, 7], [1, 2, 3], [1, 2, 4])
+        >>> d.step, d.top2_gap >= 0
+        (2, True)
+        >>> first_divergence(model, [5, 6, 7], [1, 2], [1, 2]).near_tie
         True
     """
     step = next(

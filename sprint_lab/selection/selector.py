@@ -6,19 +6,30 @@ the multi-positive contrastive loss -log(Σ_{c correct} e^{s} / Σ_{c candidate}
 [question, head] correctness matrix, so a question pulls *some* head that solves it close to q.
 Ranking heads by score gives SPRINT's top-N (``sprint-paper.md`` §4–5).
 
+The network and its training loop are in :mod:`sprint_lab.selection.training`, the loss in
+:mod:`sprint_lab.selection.loss`.
+
 Example:
-    >>> sel = SprintSelector(["L0H0", "L0H1"], encoder=my_encoder)   # doctest: +SKIP
-    >>> sel.fit(sweep, train_problems).top_heads(test_problems[0], 1)  # doctest: +SKIP
-    [Head(layer=0, head=1)]
+    Odd-numbered questions are solved by head L0H1 only, even ones by L0H0 only; precomputed
+    two-dimensional features stand in for the encoder:
+
+    >>> from types import SimpleNamespace as P
+    >>> probs = [P(id=str(i), question=f"q{i}") for i in range(8)]
+    >>> emb = {p.id: torch.tensor([float(int(p.id) % 2), 1.0]) for p in probs}
+    >>> sweep = pd.DataFrame([(p.id, h, (int(p.id) % 2) == (h == "L0H1"))
+    ...                       for p in probs for h in ("L0H0", "L0H1")],
+    ...                      columns=["question_id", "config", "correct"])
+    >>> sel = SprintSelector(["L0H0", "L0H1"], dim=4).fit(sweep, probs, embeddings=emb)
+    >>> sel.top_heads(probs[3], 1, embeddings=emb), sel.top_heads(probs[4], 1, embeddings=emb)
+    ([Head(layer=0, head=1)], [Head(layer=0, head=0)])
 """
 
 from __future__ import annotations
 
-import copy
 import json
-import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +37,22 @@ import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Bool, Float
-from torch import Tensor, nn
+from torch import Tensor
 
 from sprint_lab.core.heads import Head, as_heads
 from sprint_lab.selection.encoders import get_encoder
+from sprint_lab.selection.training import (
+    QuestionSplit,
+    SelectorNet,
+    TrainOutcome,
+    TrainSettings,
+    split_questions,
+    train_net,
+)
+from sprint_lab.sweeps.result import SweepResult
 
-NO_PRUNE = "none"
-REQUIRED_COLUMNS = ("question_id", "config", "correct")
+__all__ = ["SprintSelector", "correctness_matrix", "sweep_table"]
+
 _WEIGHTS = "selector.safetensors"
 _CONFIG = "config.json"
 _HISTORY = "history.parquet"
@@ -51,41 +71,17 @@ def sweep_table(sweep: Any) -> pd.DataFrame:
     Raises:
         ValueError: if it is neither, or lacks one of ``question_id``, ``config``, ``correct``.
     """
-    table = getattr(sweep, "table", sweep)
-    if not isinstance(table, pd.DataFrame):
-        raise ValueError(
-            f"expected a sweep result (with .table) or a DataFrame, got {type(sweep).__name__}"
-        )
-    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
-    if missing:
-        raise ValueError(f"sweep table is missing columns {missing}; it has {list(table.columns)}")
-    return table
+    return SweepResult.coerce(sweep).table
 
 
 def _correctness(
     sweep: Any, heads: Sequence[Head | str | tuple[int, int]] | None
 ) -> tuple[pd.DataFrame, int]:
-    table = sweep_table(sweep)
-    rows = table.loc[table["config"].astype(str) != NO_PRUNE, list(REQUIRED_COLUMNS)].copy()
-    if rows["correct"].isna().any():
-        raise ValueError("sweep column 'correct' has missing values")
-    rows["question_id"] = rows["question_id"].astype(str)
-    labels = {text: Head.parse(text).label for text in rows["config"].astype(str).unique()}
-    rows["config"] = rows["config"].astype(str).map(labels)
-    if rows.duplicated(["question_id", "config"]).any():
-        dup = rows.loc[rows.duplicated(["question_id", "config"]), ["question_id", "config"]]
-        raise ValueError(f"sweep has repeated (question, head) rows, e.g. {dup.iloc[0].tolist()}")
-    wanted = sorted(set(rows["config"]), key=Head.parse) if heads is None else _unique_labels(heads)
-    absent = [label for label in wanted if label not in labels.values()]
-    if absent:
-        raise ValueError(f"the sweep has no rows for heads {absent}")
-    rows = rows[rows["config"].isin(wanted)]
-    matrix = rows.pivot(index="question_id", columns="config", values="correct")
-    matrix = matrix.reindex(columns=wanted)
-    complete = matrix.notna().all(axis=1)
-    matrix = matrix[complete].astype(bool)
-    matrix.columns.name = None
-    return matrix, int((~complete).sum())
+    result = SweepResult.coerce(sweep)
+    wanted = sorted(set(result.heads)) if heads is None else _unique_labels(heads)
+    full = result.correctness(wanted, complete=False)
+    complete = full.notna().all(axis=1)
+    return full[complete].astype(bool), int((~complete).sum())
 
 
 def correctness_matrix(
@@ -122,67 +118,26 @@ def _unique_labels(heads: Iterable[Head | str | tuple[int, int]]) -> list[str]:
     return labels
 
 
-# ---------------------------------------------------------------------------- the loss
-def multi_positive_loss(
-    scores: Float[Tensor, "n_questions n_heads"], positives: Bool[Tensor, "n_questions n_heads"]
-) -> Float[Tensor, ""]:
-    """Mean over questions of ``-log(Σ_{positives} e^s / Σ_{all} e^s)`` (computed with logsumexp).
-
-    Raises:
-        ValueError: if some question has no positive head (its loss would be infinite).
-
-    Example:
-        >>> s = torch.tensor([[0.0, 0.0, 0.0, 0.0]])
-        >>> round(float(multi_positive_loss(s, torch.tensor([[True, True, False, False]]))), 4)
-        0.6931
-    """
-    if scores.shape != positives.shape:
-        raise ValueError(f"scores {tuple(scores.shape)} and positives {tuple(positives.shape)}")
-    if not bool(positives.any(dim=1).all()):
-        raise ValueError("every question needs at least one positive head")
-    pos = torch.logsumexp(scores.masked_fill(~positives, float("-inf")), dim=1)
-    return (torch.logsumexp(scores, dim=1) - pos).mean()
+def _check_fit_args(
+    val_fraction: float, epochs: int, batch_size: int | None, patience: int | None
+) -> None:
+    if not 0.0 <= float(val_fraction) < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("patience", patience)):
+        if value is not None and int(value) < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
 
 
-def head_repulsion(
-    vectors: Float[Tensor, "n_heads dim"], temperature: float = 1.0
-) -> Float[Tensor, ""]:
-    """Mean of ``exp(-‖v_i - v_j‖² / τ)`` over head pairs i < j: large when head vectors crowd.
+@dataclass
+class _TrainingData:
+    """The questions a fit uses: ids, encoder features, correctness, and what was dropped."""
 
-    Example:
-        >>> float(head_repulsion(torch.zeros(3, 2)))
-        1.0
-    """
-    n = vectors.shape[0]
-    if n < 2:
-        return vectors.sum() * 0.0
-    d2 = ((vectors[:, None, :] - vectors[None, :, :]) ** 2).sum(-1)
-    i, j = torch.triu_indices(n, n, offset=1)
-    return torch.exp(-d2[i, j] / temperature).mean()
-
-
-class _SelectorNet(nn.Module):
-    """q = W·((φ - μ) / σ) + b; one vector per head; score = -‖q - v‖² / τ."""
-
-    def __init__(self, enc_dim: int, dim: int, n_heads: int, temperature: float, seed: int) -> None:
-        super().__init__()
-        gen = torch.Generator().manual_seed(int(seed))
-        self.temperature = float(temperature)
-        self.proj = nn.utils.skip_init(nn.Linear, enc_dim, dim)  # no global-RNG draw
-        self.head_vectors = nn.Parameter(torch.randn(n_heads, dim, generator=gen) / math.sqrt(dim))
-        with torch.no_grad():  # for ‖x‖ ≈ 1, E‖q‖² ≈ E‖v‖² ≈ 1: a near-uniform initial softmax
-            self.proj.weight.copy_(torch.randn(dim, enc_dim, generator=gen) / math.sqrt(dim))
-            self.proj.bias.zero_()
-        self.register_buffer("feature_mean", torch.zeros(enc_dim))
-        self.register_buffer("feature_scale", torch.ones(()))
-
-    def query(self, x: Float[Tensor, "n enc_dim"]) -> Float[Tensor, "n dim"]:
-        return self.proj((x - self.feature_mean) / self.feature_scale)
-
-    def forward(self, x: Float[Tensor, "n enc_dim"]) -> Float[Tensor, "n n_heads"]:
-        q = self.query(x)
-        d2 = ((q[:, None, :] - self.head_vectors[None, :, :]) ** 2).sum(-1)
-        return -d2 / self.temperature
+    ids: list[str]
+    x: Float[Tensor, "n_questions enc_dim"]
+    correct: Bool[Tensor, "n_questions n_heads"]
+    n_incomplete: int
+    n_sweep_questions: int
+    n_problems: int
 
 
 def _as_items(problems: Any) -> list[Any]:
@@ -210,8 +165,9 @@ class SprintSelector:
             (``"minilm"``, ``"minilm:<model>"``), resolved on first use, or any object with
             ``encode(list[str]) -> Tensor[n, enc_dim]`` such as
             ``ResidualEncoder(lab_model, layer)`` (``encode_problems`` is used when present, else
-            the object is wrapped in :class:`~sprint_lab.selection.encoders.CachedEncoder`, so vectors are
-            cached by question id).
+            the object is wrapped in
+            :class:`~sprint_lab.selection.encoder_cache.CachedEncoder`, so vectors are cached by
+            question id).
         dim: output size p of the linear map (not given in the paper).
         temperature: τ in ``s = -‖q - v‖² / τ`` (the paper has none, i.e. 1).
         seed: seeds the initialisation, the train/validation split and batch shuffling.
@@ -250,9 +206,9 @@ class SprintSelector:
         heads: Sequence[Head | str | tuple[int, int]],
         encoder: Any = "minilm",
         dim: int = 64,
-        temperature: float = 1.0,
+        temperature: float | int = 1.0,
         seed: int = 0,
-        diversity: float = 0.0,
+        diversity: float | int = 0.0,
         *,
         standardize: bool = True,
     ) -> None:
@@ -271,7 +227,7 @@ class SprintSelector:
         self.standardize = bool(standardize)
         self._encoder_spec = encoder
         self._encoder: Any = None if isinstance(encoder, str) else get_encoder(encoder)
-        self.net_: _SelectorNet | None = None
+        self.net_: SelectorNet | None = None
         self.enc_dim_: int | None = None
         self.history = pd.DataFrame(columns=list(_HISTORY_COLUMNS))
         self.report_: dict[str, Any] = {}
@@ -386,7 +342,7 @@ class SprintSelector:
                 small enough that thread overhead dominates. ``None`` keeps the current setting.
             callback: called with each history row (a dict: ``epoch``, losses, hit rates) right
                 after it is computed, from epoch 0 (initialisation) on; for live plots such as
-                :class:`sprint_lab.widgets.panels.SelectorTrainer`.
+                :class:`sprint_lab.widgets.selector_trainer.SelectorTrainer`.
 
         Returns:
             ``self``.
@@ -395,11 +351,39 @@ class SprintSelector:
             ValueError: for a malformed sweep, no overlap between sweep and problems, or no
                 question with both correct and incorrect candidate heads.
         """
-        if not 0.0 <= float(val_fraction) < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-        for name, value in (("epochs", epochs), ("batch_size", batch_size), ("patience", patience)):
-            if value is not None and int(value) < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
+        _check_fit_args(val_fraction, epochs, batch_size, patience)
+        data = self._training_data(sweep, problems, embeddings)
+        split = split_questions(data.ids, data.correct, self.seed, float(val_fraction))
+        net = SelectorNet(data.x.shape[1], self.dim, len(self.heads), self.temperature, self.seed)
+        if self.standardize:
+            net.standardize(data.x[split.train_rows])
+        settings = TrainSettings(
+            epochs=int(epochs),
+            lr=lr,
+            batch_size=batch_size,
+            patience=patience,
+            weight_decay=weight_decay,
+            diversity=self.diversity,
+            seed=self.seed,
+            verbose=verbose,
+        )
+        threads = torch.get_num_threads()
+        if num_threads is not None:
+            torch.set_num_threads(int(num_threads))
+        try:
+            outcome = train_net(net, data.x, data.correct, split, settings, callback)
+        finally:
+            torch.set_num_threads(threads)
+        self._record_fit(data, split, outcome, used_embeddings=embeddings is not None)
+        return self
+
+    def _training_data(
+        self,
+        sweep: Any,
+        problems: Iterable[Any],
+        embeddings: Mapping[str, Tensor] | Tensor | None,
+    ) -> _TrainingData:
+        """Features and correctness of the problems that have a full row in the sweep."""
         problems = list(problems)
         ids = [_problem_id(p) for p in problems]
         if len(set(ids)) != len(ids):
@@ -420,176 +404,57 @@ class SprintSelector:
                     f"{len(problems)} problems"
                 )
             embeddings = embeddings[keep]
-        used = [problems[i] for i in keep]
         used_ids = [ids[i] for i in keep]
-        x_all = self._features(used, embeddings, check_dim=False)
-        y_all = torch.tensor(matrix.loc[used_ids].to_numpy(dtype=bool, copy=True))
-
-        n_pos = y_all.sum(dim=1)
-        none_ok = n_pos == 0
-        all_ok = n_pos == len(self.heads)
-        informative = ~(none_ok | all_ok)
-        if not bool(informative.any()):
-            raise ValueError(
-                "no question has both correct and incorrect candidate heads: nothing to learn"
-            )
-        inf_ids = sorted(
-            qid for qid, flag in zip(used_ids, informative.tolist(), strict=True) if flag
+        return _TrainingData(
+            ids=used_ids,
+            x=self._features([problems[i] for i in keep], embeddings, check_dim=False),
+            correct=torch.tensor(matrix.loc[used_ids].to_numpy(dtype=bool, copy=True)),
+            n_incomplete=n_incomplete,
+            n_sweep_questions=len(in_sweep),
+            n_problems=len(problems),
         )
-        order = np.random.default_rng(self.seed).permutation(len(inf_ids))
-        n_val = 0
-        if val_fraction > 0 and len(inf_ids) >= 2:
-            n_val = min(max(1, round(val_fraction * len(inf_ids))), len(inf_ids) - 1)
-        val_ids = [inf_ids[i] for i in order[:n_val]]
-        train_ids = [inf_ids[i] for i in order[n_val:]]
-        pos = {qid: i for i, qid in enumerate(used_ids)}
-        tr = torch.tensor([pos[q] for q in train_ids], dtype=torch.long)
-        va = torch.tensor([pos[q] for q in val_ids], dtype=torch.long)
 
-        threads = torch.get_num_threads()
-        if num_threads is not None:
-            torch.set_num_threads(int(num_threads))
-        try:
-            net, rows, best_epoch, stopped_early = self._train(
-                x_all,
-                y_all,
-                tr,
-                va,
-                epochs,
-                lr,
-                batch_size,
-                patience,
-                weight_decay,
-                verbose,
-                callback,
-            )
-        finally:
-            torch.set_num_threads(threads)
-
-        self.net_ = net.eval()
-        self.enc_dim_ = int(x_all.shape[1])
+    def _record_fit(
+        self,
+        data: _TrainingData,
+        split: QuestionSplit,
+        outcome: TrainOutcome,
+        *,
+        used_embeddings: bool,
+    ) -> None:
+        """Keep the trained network, its history, the question ids and the counts of a fit."""
+        rows = outcome.rows
+        self.net_ = outcome.net.eval()
+        self.enc_dim_ = int(data.x.shape[1])
         self.history = pd.DataFrame(rows)[[*_HISTORY_COLUMNS, *_extra_columns(rows[0])]]
-        self.train_question_ids_ = train_ids
-        self.val_question_ids_ = val_ids
-        self.train_ids_ = set(used_ids)
-        flags = list(zip(used_ids, none_ok.tolist(), all_ok.tolist(), strict=True))
+        self.train_question_ids_ = split.train_ids
+        self.val_question_ids_ = split.val_ids
+        self.train_ids_ = set(data.ids)
+        none_ok, all_ok = split.no_head_ok, split.all_heads_ok
+        flags = list(zip(data.ids, none_ok.tolist(), all_ok.tolist(), strict=True))
         self.excluded_ids_ = {
             "no_correct_head": [q for q, n, _ in flags if n],
             "all_heads_correct": [q for q, _, a in flags if a],
         }
         self.report_ = {
             "n_heads": len(self.heads),
-            "n_questions": len(used_ids),
+            "n_questions": len(data.ids),
             "n_no_correct_head": int(none_ok.sum()),
             "n_all_heads_correct": int(all_ok.sum()),
-            "n_informative": len(inf_ids),
-            "n_train": len(train_ids),
-            "n_val": len(val_ids),
-            "n_incomplete_in_sweep": n_incomplete,
-            "n_sweep_questions_without_problem": len(in_sweep) - len(used_ids),
-            "n_problems_without_sweep": len(problems) - len(used_ids),
+            "n_informative": len(split.informative),
+            "n_train": len(split.train_ids),
+            "n_val": len(split.val_ids),
+            "n_incomplete_in_sweep": data.n_incomplete,
+            "n_sweep_questions_without_problem": data.n_sweep_questions - len(data.ids),
+            "n_problems_without_sweep": data.n_problems - len(data.ids),
             "epochs_run": len(rows) - 1,
-            "best_epoch": best_epoch,
-            "stopped_early": stopped_early,
-            "used_precomputed_embeddings": embeddings is not None,
+            "best_epoch": outcome.best_epoch,
+            "stopped_early": outcome.stopped_early,
+            "used_precomputed_embeddings": used_embeddings,
         }
-        return self
-
-    def _train(
-        self,
-        x: Float[Tensor, "n_questions enc_dim"],
-        y: Bool[Tensor, "n_questions n_heads"],
-        tr: Tensor,
-        va: Tensor,
-        epochs: int,
-        lr: float,
-        batch_size: int | None,
-        patience: int | None,
-        weight_decay: float,
-        verbose: bool,
-        callback: Callable[[dict[str, float]], None] | None = None,
-    ) -> tuple[_SelectorNet, list[dict[str, float]], int, bool]:
-        """The optimisation loop of :meth:`fit` on the rows ``tr`` (train) and ``va`` (val)."""
-        net = _SelectorNet(x.shape[1], self.dim, len(self.heads), self.temperature, self.seed)
-        if self.standardize:
-            mean = x[tr].mean(dim=0)
-            rms = float((x[tr] - mean).pow(2).sum(dim=1).mean().sqrt())
-            net.feature_mean.copy_(mean)
-            net.feature_scale.fill_(rms if rms > 1e-8 else 1.0)
-        x_tr, y_tr, x_va, y_va = x[tr], y[tr], x[va], y[va]
-        opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
-        shuffle = torch.Generator().manual_seed(self.seed + 1)
-
-        def evaluate(epoch: int) -> dict[str, float]:
-            net.eval()
-            with torch.no_grad():
-                row = {"epoch": epoch}
-                for split, xs, ys in (("train", x_tr, y_tr), ("val", x_va, y_va)):
-                    if len(ys) == 0:
-                        row[f"{split}_loss"] = float("nan")
-                        row[f"{split}_top1_hit"] = float("nan")
-                        continue
-                    s = net(xs)
-                    row[f"{split}_loss"] = float(multi_positive_loss(s, ys))
-                    hit = ys.gather(1, s.argmax(dim=1, keepdim=True)).float().mean()
-                    row[f"{split}_top1_hit"] = float(hit)
-                if self.diversity > 0:
-                    row["diversity_penalty"] = float(
-                        head_repulsion(net.head_vectors, self.temperature)
-                    )
-            return row
-
-        rows = [evaluate(0)]
-        if callback is not None:
-            callback(dict(rows[0]))
-        best_loss, best_epoch, waited = rows[0]["val_loss"], 0, 0
-        best_state = copy.deepcopy(net.state_dict())
-        stopped_early = False
-        step = len(x_tr) if batch_size is None else int(batch_size)
-        for epoch in range(1, int(epochs) + 1):
-            net.train()
-            perm = (
-                torch.arange(len(x_tr))
-                if batch_size is None
-                else torch.randperm(len(x_tr), generator=shuffle)
-            )
-            for start in range(0, len(perm), step):
-                b = perm[start : start + step]
-                loss = multi_positive_loss(net(x_tr[b]), y_tr[b])
-                if self.diversity > 0:
-                    loss = loss + self.diversity * head_repulsion(
-                        net.head_vectors, self.temperature
-                    )
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            rows.append(evaluate(epoch))
-            if callback is not None:
-                callback(dict(rows[-1]))
-            if verbose and (epoch % max(1, int(epochs) // 10) == 0 or epoch == 1):
-                r = rows[-1]
-                print(
-                    f"epoch {epoch:4d}  train {r['train_loss']:.4f}  val {r['val_loss']:.4f}  "
-                    f"val top-1 hit {r['val_top1_hit']:.3f}"
-                )
-            if len(va):
-                if rows[-1]["val_loss"] < best_loss:
-                    best_loss, best_epoch, waited = rows[-1]["val_loss"], epoch, 0
-                    best_state = copy.deepcopy(net.state_dict())
-                else:
-                    waited += 1
-                    if patience is not None and waited >= int(patience):
-                        stopped_early = True
-                        break
-        if len(va):
-            net.load_state_dict(best_state)
-        else:
-            best_epoch = len(rows) - 1
-
-        return net, rows, best_epoch, stopped_early
 
     # ------------------------------------------------------------------ inference
-    def _check_fitted(self) -> _SelectorNet:
+    def _check_fitted(self) -> SelectorNet:
         if self.net_ is None:
             raise RuntimeError("the selector is not fitted: call fit() or SprintSelector.load()")
         return self.net_
@@ -597,7 +462,7 @@ class SprintSelector:
     @torch.no_grad()
     def scores(
         self,
-        problems: Sequence[Any],
+        problems: Any,
         *,
         embeddings: Mapping[str, Tensor] | Tensor | None = None,
     ) -> Float[Tensor, "n_questions n_heads"]:
@@ -610,8 +475,15 @@ class SprintSelector:
                 ``problems``) instead of the encoder.
 
         Example:
-            >>> sel.scores(test_problems).shape              # doctest: +SKIP
-            torch.Size([500, 72])
+            >>> from types import SimpleNamespace as P
+            >>> probs = [P(id=str(i), question=f"q{i}") for i in range(8)]
+            >>> emb = {p.id: torch.tensor([float(int(p.id) % 2), 1.0]) for p in probs}
+            >>> sweep = pd.DataFrame([(p.id, h, (int(p.id) % 2) == (h == "L0H1"))
+            ...                       for p in probs for h in ("L0H0", "L0H1")],
+            ...                      columns=["question_id", "config", "correct"])
+            >>> sel = SprintSelector(["L0H0", "L0H1"], dim=4).fit(sweep, probs, embeddings=emb)
+            >>> sel.scores(probs[:3], embeddings=emb).shape
+            torch.Size([3, 2])
         """
         net = self._check_fitted()
         return net(self._features(_as_items(problems), embeddings))
@@ -619,7 +491,7 @@ class SprintSelector:
     @torch.no_grad()
     def question_vectors(
         self,
-        problems: Sequence[Any],
+        problems: Any,
         *,
         embeddings: Mapping[str, Tensor] | Tensor | None = None,
     ) -> Float[Tensor, "n_questions dim"]:
@@ -634,7 +506,7 @@ class SprintSelector:
 
     def rank(
         self,
-        problems: Sequence[Any],
+        problems: Any,
         *,
         embeddings: Mapping[str, Tensor] | Tensor | None = None,
     ) -> pd.DataFrame:
@@ -645,7 +517,17 @@ class SprintSelector:
             heads by rank within each problem.
 
         Example:
-            >>> sel.rank(test_problems).query("rank <= 4")      # doctest: +SKIP
+            >>> from types import SimpleNamespace as P
+            >>> probs = [P(id=str(i), question=f"q{i}") for i in range(8)]
+            >>> emb = {p.id: torch.tensor([float(int(p.id) % 2), 1.0]) for p in probs}
+            >>> sweep = pd.DataFrame([(p.id, h, (int(p.id) % 2) == (h == "L0H1"))
+            ...                       for p in probs for h in ("L0H0", "L0H1")],
+            ...                      columns=["question_id", "config", "correct"])
+            >>> sel = SprintSelector(["L0H0", "L0H1"], dim=4).fit(sweep, probs, embeddings=emb)
+            >>> sel.rank(probs[:1], embeddings=emb)[["question_id", "head", "rank"]]
+              question_id  head  rank
+            0           0  L0H0     1
+            1           0  L0H1     2
         """
         problems = _as_items(problems)
         ids = [_problem_id(p) for p in problems]
@@ -674,8 +556,15 @@ class SprintSelector:
         """The ``n`` best heads to prune for one problem (or raw question text), best first.
 
         Example:
-            >>> sel.top_heads("What is 2 + 2?", 3)             # doctest: +SKIP
-            [Head(layer=15, head=3), Head(layer=0, head=7), Head(layer=5, head=1)]
+            >>> from types import SimpleNamespace as P
+            >>> probs = [P(id=str(i), question=f"q{i}") for i in range(8)]
+            >>> emb = {p.id: torch.tensor([float(int(p.id) % 2), 1.0]) for p in probs}
+            >>> sweep = pd.DataFrame([(p.id, h, (int(p.id) % 2) == (h == "L0H1"))
+            ...                       for p in probs for h in ("L0H0", "L0H1")],
+            ...                      columns=["question_id", "config", "correct"])
+            >>> sel = SprintSelector(["L0H0", "L0H1"], dim=4).fit(sweep, probs, embeddings=emb)
+            >>> sel.top_heads(probs[1], 2, embeddings=emb)
+            [Head(layer=0, head=1), Head(layer=0, head=0)]
         """
         if not 1 <= int(n) <= len(self.heads):
             raise ValueError(f"n must be in [1, {len(self.heads)}], got {n}")
@@ -689,7 +578,16 @@ class SprintSelector:
         ``history.parquet``.
 
         Example:
-            >>> sel.save("runs/selector")                       # doctest: +SKIP
+            >>> from types import SimpleNamespace as P
+            >>> probs = [P(id=str(i), question=f"q{i}") for i in range(8)]
+            >>> emb = {p.id: torch.tensor([float(int(p.id) % 2), 1.0]) for p in probs}
+            >>> sweep = pd.DataFrame([(p.id, h, (int(p.id) % 2) == (h == "L0H1"))
+            ...                       for p in probs for h in ("L0H0", "L0H1")],
+            ...                      columns=["question_id", "config", "correct"])
+            >>> sel = SprintSelector(["L0H0", "L0H1"], dim=4).fit(sweep, probs, embeddings=emb)
+            >>> import tempfile
+            >>> sorted(p.name for p in sel.save(tempfile.mkdtemp()).iterdir())
+            ['config.json', 'history.parquet', 'selector.safetensors']
         """
         from safetensors.torch import save_file
 
@@ -731,7 +629,17 @@ class SprintSelector:
             lab_model: the language model, for a saved ``residual:<layer>`` encoder.
 
         Example:
-            >>> sel2 = SprintSelector.load("runs/selector")     # doctest: +SKIP
+            >>> from types import SimpleNamespace as P
+            >>> probs = [P(id=str(i), question=f"q{i}") for i in range(8)]
+            >>> emb = {p.id: torch.tensor([float(int(p.id) % 2), 1.0]) for p in probs}
+            >>> sweep = pd.DataFrame([(p.id, h, (int(p.id) % 2) == (h == "L0H1"))
+            ...                       for p in probs for h in ("L0H0", "L0H1")],
+            ...                      columns=["question_id", "config", "correct"])
+            >>> sel = SprintSelector(["L0H0", "L0H1"], dim=4).fit(sweep, probs, embeddings=emb)
+            >>> import tempfile
+            >>> again = SprintSelector.load(sel.save(tempfile.mkdtemp()))
+            >>> torch.equal(again.scores(probs, embeddings=emb), sel.scores(probs, embeddings=emb))
+            True
         """
         from safetensors.torch import load_file
 
@@ -757,7 +665,7 @@ class SprintSelector:
         given = getattr(sel._encoder, "dim", None)
         if given is not None and int(given) != enc_dim:
             raise ValueError(f"encoder dim {given} != the saved selector's input dim {enc_dim}")
-        net = _SelectorNet(enc_dim, sel.dim, len(sel.heads), sel.temperature, sel.seed)
+        net = SelectorNet(enc_dim, sel.dim, len(sel.heads), sel.temperature, sel.seed)
         net.load_state_dict(load_file(str(folder / _WEIGHTS)))
         sel.net_ = net.eval()
         sel.enc_dim_ = enc_dim

@@ -6,27 +6,43 @@ selector's top-N heads (one greedy answer each), ``random_heads`` prunes N rando
 the greedy baseline and ``oracle`` counts a question if *any* candidate head solves it (the
 ceiling for head selection). ``pass_at_n`` (any answer correct) is the paper's metric and assumes
 a perfect verifier; ``majority_at_n`` needs none.
+
+Each strategy is one function ``strategy(ctx) -> (scores, std)`` registered by name in
+:data:`STRATEGY_TABLE`; :func:`compare_strategies` builds one :class:`StrategyContext` (the test
+sweep's answers, the settings) and runs the table in order. A new strategy is one more entry.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from sprint_lab.core.heads import BASELINE
+from sprint_lab.core.model import LabModel
 from sprint_lab.generation.generator import generate
-from sprint_lab.sweeps.result import BASELINE, SweepResult
+from sprint_lab.selection.selector import SprintSelector
+from sprint_lab.sweeps.result import SweepResult
 from sprint_lab.sweeps.run import sweep as run_sweep
 from sprint_lab.tasks.grading import grade
-from sprint_lab.tasks.prompts import get_template
+from sprint_lab.tasks.problems import Problem
+from sprint_lab.tasks.prompts import PromptTemplate, get_template
 
 BEST_OF_N_SAMPLING = {"temperature": 0.9, "top_k": 40, "top_p": 0.95}
-STRATEGIES = ("no_prune", "sprint", "random_heads", "best_of_n", "oracle")
+
+Answer = tuple[Any, bool]
+"""An extracted answer and whether it is correct."""
+
+Scores = dict[int, dict[str, float]]
+"""Per N, per metric: the value over questions."""
 
 
 def _vote_key(extracted: Any) -> Any:
@@ -67,8 +83,14 @@ def majority_at_n(extracted: Sequence[Any], correct: Sequence[bool]) -> bool:
     return False
 
 
-def _score(answers: dict[str, list[tuple[Any, bool]]], ns: Sequence[int]) -> dict[int, dict]:
-    """pass@n / majority@n / first-answer accuracy per n, over questions."""
+def score_answers(answers: dict[str, list[Answer]], ns: Sequence[int]) -> Scores:
+    """pass@n / majority@n / first-answer accuracy per n, over questions.
+
+    Example:
+        >>> score_answers({"q1": [("4", True), ("5", False)], "q2": [("3", False), ("3", False)]},
+        ...               [1, 2])[2]
+        {'pass_at_n': 0.5, 'majority_at_n': 0.5, 'accuracy': 0.5}
+    """
     out = {}
     for n in ns:
         firsts = [list(zip(*a[:n], strict=True)) for a in answers.values()]
@@ -80,23 +102,180 @@ def _score(answers: dict[str, list[tuple[Any, bool]]], ns: Sequence[int]) -> dic
     return out
 
 
+@dataclass
+class StrategyContext:
+    """What every strategy may read: the test questions, their answers, the settings.
+
+    Attributes:
+        model: the language model (only best-of-N generates).
+        problems: the held-out test questions.
+        selector: the fitted selector (only SPRINT uses it).
+        labels: candidate head labels, in the selector's order.
+        ns: the N values to score (sorted, unique).
+        seeds: seeds of the random-heads strategy.
+        table: the test sweep's rows indexed by ``(question_id, config)``.
+        sampling: keyword arguments of :func:`best_of_n_answers` (everything but ``n``).
+        out: folder for ``best_of_n.parquet``, or ``None``.
+    """
+
+    model: LabModel
+    problems: list[Any]
+    selector: SprintSelector
+    labels: list[str]
+    ns: list[int]
+    seeds: Sequence[int]
+    table: pd.DataFrame
+    sampling: dict[str, Any]
+    out: Path | None
+
+    def answer(self, question_id: str, config: str) -> Answer:
+        """The extracted answer and its correctness for one question under one config."""
+        row = self.table.loc[(question_id, config)]
+        return row["extracted"], bool(row["correct"])
+
+
+def no_prune(ctx: StrategyContext) -> tuple[Scores, Scores | None]:
+    """The unpruned model's greedy answer, the same for every N."""
+    base = {p.id: [ctx.answer(p.id, BASELINE)] for p in ctx.problems}
+    return {n: score_answers(base, [1])[1] for n in ctx.ns}, None
+
+
+def sprint(ctx: StrategyContext) -> tuple[Scores, Scores | None]:
+    """One greedy answer per head of the selector's top N for each question."""
+    ranking = ctx.selector.rank(ctx.problems)
+    ranked = ranking.groupby("question_id", sort=False)["head"].apply(list).to_dict()
+    top = ctx.ns[-1]
+    answers = {p.id: [ctx.answer(p.id, h) for h in ranked[p.id][:top]] for p in ctx.problems}
+    return score_answers(answers, ctx.ns), None
+
+
+def random_heads(ctx: StrategyContext) -> tuple[Scores, Scores | None]:
+    """N candidate heads drawn at random per question: mean over ``seeds``, with the spread."""
+    per_seed = []
+    for seed in ctx.seeds:
+        rng = random.Random(seed)
+        picks = {p.id: rng.sample(ctx.labels, ctx.ns[-1]) for p in ctx.problems}
+        answers = {q: [ctx.answer(q, h) for h in hs] for q, hs in picks.items()}
+        per_seed.append(score_answers(answers, ctx.ns))
+    metrics = {n: per_seed[0][n] for n in ctx.ns}
+    mean = {n: {m: float(np.mean([s[n][m] for s in per_seed])) for m in metrics[n]} for n in ctx.ns}
+    std = {n: {m: float(np.std([s[n][m] for s in per_seed])) for m in metrics[n]} for n in ctx.ns}
+    return mean, std
+
+
+def best_of_n(ctx: StrategyContext) -> tuple[Scores, Scores | None]:
+    """``max(ns)`` samples per question from the unpruned model (stored under ``out``)."""
+    samples = best_of_n_answers(ctx.model, ctx.problems, n=ctx.ns[-1], **ctx.sampling)
+    if ctx.out is not None:
+        ctx.out.mkdir(parents=True, exist_ok=True)
+        samples.to_parquet(ctx.out / "best_of_n.parquet", index=False)
+    sampled = {
+        q: list(zip(g["extracted"], g["correct"], strict=True))
+        for q, g in samples.groupby("question_id", sort=False)
+    }
+    return score_answers(sampled, ctx.ns), None
+
+
+def oracle(ctx: StrategyContext) -> tuple[Scores, Scores | None]:
+    """A question counts if *any* candidate head solves it: the ceiling for head selection."""
+    solved = {p.id: [(None, any(ctx.answer(p.id, h)[1] for h in ctx.labels))] for p in ctx.problems}
+    value = score_answers(solved, [1])[1]["pass_at_n"]
+    return {n: {"pass_at_n": value} for n in ctx.ns}, None
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A registered strategy: how it scores, and whether its plain first answer is reported.
+
+    Attributes:
+        run: ``run(ctx) -> (scores, std)``; ``std`` is ``None`` for deterministic strategies.
+        reports_accuracy: report ``accuracy`` (the first answer, at N = 1).
+    """
+
+    run: Callable[[StrategyContext], tuple[Scores, Scores | None]]
+    reports_accuracy: bool = True
+
+
+#: The strategies :func:`compare_strategies` scores, in table order.
+STRATEGY_TABLE: dict[str, Strategy] = {
+    "no_prune": Strategy(no_prune),
+    "sprint": Strategy(sprint),
+    "random_heads": Strategy(random_heads),
+    "best_of_n": Strategy(best_of_n, reports_accuracy=False),
+    "oracle": Strategy(oracle, reports_accuracy=False),
+}
+STRATEGIES = tuple(STRATEGY_TABLE)
+
+
+def _rows(
+    name: str, strategy: Strategy, scores: Scores, std: Scores | None, n_questions: int
+) -> list[dict[str, Any]]:
+    """One tidy row per (n, metric) of one strategy."""
+    return [
+        {
+            "strategy": name,
+            "n": n,
+            "metric": metric,
+            "value": value,
+            "std": std[n][metric] if std else 0.0,
+            "n_questions": n_questions,
+        }
+        for n, metrics in scores.items()
+        for metric, value in metrics.items()
+        if metric != "accuracy" or (strategy.reports_accuracy and n == 1)
+    ]
+
+
+def _check_held_out(test_problems: Sequence[Any], selector: SprintSelector, ns: list[int]) -> None:
+    overlap = sorted({p.id for p in test_problems} & set(getattr(selector, "train_ids_", ())))
+    if overlap:
+        raise ValueError(
+            f"{len(overlap)} test questions were used to fit the selector (e.g. {overlap[:3]}); "
+            "compare on held-out questions only"
+        )
+    n_heads = len(selector.heads)
+    if not ns or ns[0] < 1 or ns[-1] > n_heads:
+        raise ValueError(f"every N must be in [1, {n_heads}] (the candidate heads), got {ns}")
+
+
+def _answer_table(
+    sweep: SweepResult, test_problems: Sequence[Any], labels: list[str], grade_mode: str
+) -> pd.DataFrame:
+    """The sweep's rows indexed by ``(question_id, config)``, checked to hold every answer."""
+    if sweep.meta.get("grade_mode", grade_mode) != grade_mode:
+        raise ValueError(
+            f"the sweep was graded with mode {sweep.meta['grade_mode']!r}, not {grade_mode!r}"
+        )
+    table = sweep.table.set_index(["question_id", "config"])
+    missing = [
+        (p.id, c)
+        for p in test_problems
+        for c in [BASELINE, *labels]
+        if (p.id, c) not in table.index
+    ]
+    if missing:
+        raise ValueError(f"the test sweep lacks {len(missing)} answers, e.g. {missing[:3]}")
+    return table
+
+
 def compare_strategies(
-    model,
-    test_problems: Sequence[Any],
-    selector,
+    model: LabModel,
+    test_problems: Sequence[Problem],
+    selector: SprintSelector,
     *,
     ns: Sequence[int] = (1, 2, 4, 8, 16),
     seeds: Sequence[int] = (0, 1, 2),
-    prompt: Any = "fewshot_cot",
+    prompt: str | PromptTemplate = "fewshot_cot",
     max_new_tokens: int = 256,
     batch_size: int = 32,
     sweep: SweepResult | None = None,
-    out: Any = None,
+    out: str | os.PathLike | None = None,
     sample_seed: int = 1,
     grade_mode: str = "flexible",
     progress: bool = True,
+    executor: Any = "local",
 ) -> pd.DataFrame:
-    """Score no_prune, SPRINT top-N, random-N heads, best-of-N sampling and the oracle.
+    """Score every strategy of :data:`STRATEGY_TABLE` on held-out questions.
 
     The greedy answers of every candidate head on the test questions come from one sweep
     (passed in, or run here with the sweep runner's batching and prefix cache; with ``out=``
@@ -119,6 +298,7 @@ def compare_strategies(
         grade_mode: answer extraction mode for every strategy (``"first"`` box for the SPRINT
             authors' MATH500 rule); a passed-in ``sweep`` must have used the same mode.
         progress: show progress bars.
+        executor: where the test sweep runs, passed to :func:`~sprint_lab.sweeps.run.sweep`.
 
     Returns:
         One row per (strategy, n, metric): ``strategy``, ``n``, ``metric`` (``pass_at_n``,
@@ -130,23 +310,17 @@ def compare_strategies(
             N exceeds the number of candidate heads.
 
     Example:
+        Needs a fitted selector and generation on a real model (minutes on a CPU):
+
         >>> table = compare_strategies(model, test, selector, ns=(1, 2, 4))   # doctest: +SKIP
         >>> table.query("metric == 'pass_at_n'").pivot(index="n", columns="strategy",
         ...                                            values="value")        # doctest: +SKIP
     """
-    from pathlib import Path
-
     test_problems = list(test_problems)
     ns = sorted({int(n) for n in ns})
-    overlap = sorted({p.id for p in test_problems} & set(getattr(selector, "train_ids_", ())))
-    if overlap:
-        raise ValueError(
-            f"{len(overlap)} test questions were used to fit the selector (e.g. {overlap[:3]}); "
-            "compare on held-out questions only"
-        )
+    _check_held_out(test_problems, selector, ns)
     heads = list(selector.heads)
-    if not ns or ns[0] < 1 or ns[-1] > len(heads):
-        raise ValueError(f"every N must be in [1, {len(heads)}] (the candidate heads), got {ns}")
+    labels = [h.label for h in heads]
     if sweep is None:
         sweep = run_sweep(
             model,
@@ -158,94 +332,39 @@ def compare_strategies(
             out=None if out is None else Path(out) / "test_sweep",
             progress=progress,
             grade_mode=grade_mode,
+            executor=executor,
         )
-    if sweep.meta.get("grade_mode", grade_mode) != grade_mode:
-        raise ValueError(
-            f"the sweep was graded with mode {sweep.meta['grade_mode']!r}, not {grade_mode!r}"
-        )
-    table = sweep.table.set_index(["question_id", "config"])
-    missing = [
-        (p.id, c)
-        for p in test_problems
-        for c in [BASELINE] + [h.label for h in heads]
-        if (p.id, c) not in table.index
-    ]
-    if missing:
-        raise ValueError(f"the test sweep lacks {len(missing)} answers, e.g. {missing[:3]}")
-
-    def answer(question_id: str, config: str) -> tuple[Any, bool]:
-        row = table.loc[(question_id, config)]
-        return row["extracted"], bool(row["correct"])
-
-    rows: list[dict[str, Any]] = []
-    n_q = len(test_problems)
-
-    def add(strategy: str, scores: dict[int, dict], std: dict[int, dict] | None = None) -> None:
-        for n, metrics in scores.items():
-            for metric, value in metrics.items():
-                if metric == "accuracy" and (strategy in ("best_of_n", "oracle") or n != 1):
-                    continue
-                spread = std[n][metric] if std else 0.0
-                rows.append(
-                    {
-                        "strategy": strategy,
-                        "n": n,
-                        "metric": metric,
-                        "value": value,
-                        "std": spread,
-                        "n_questions": n_q,
-                    }
-                )
-
-    base = {p.id: [answer(p.id, BASELINE)] for p in test_problems}
-    add("no_prune", {n: _score(base, [1])[1] for n in ns})
-
-    ranking = selector.rank(test_problems)
-    ranked = ranking.groupby("question_id", sort=False)["head"].apply(list).to_dict()
-    sprint = {p.id: [answer(p.id, h) for h in ranked[p.id][: ns[-1]]] for p in test_problems}
-    add("sprint", _score(sprint, ns))
-
-    per_seed = []
-    labels = [h.label for h in heads]
-    for seed in seeds:
-        rng = random.Random(seed)
-        picks = {p.id: rng.sample(labels, ns[-1]) for p in test_problems}
-        per_seed.append(_score({q: [answer(q, h) for h in hs] for q, hs in picks.items()}, ns))
-    mean = {n: {m: float(np.mean([s[n][m] for s in per_seed])) for m in per_seed[0][n]} for n in ns}
-    std = {n: {m: float(np.std([s[n][m] for s in per_seed])) for m in per_seed[0][n]} for n in ns}
-    add("random_heads", mean, std)
-
-    samples = best_of_n_answers(
-        model,
-        test_problems,
-        n=ns[-1],
-        prompt=prompt,
-        max_new_tokens=max_new_tokens,
-        batch_size=batch_size,
-        seed=sample_seed,
-        progress=progress,
-        grade_mode=grade_mode,
+    ctx = StrategyContext(
+        model=model,
+        problems=test_problems,
+        selector=selector,
+        labels=labels,
+        ns=ns,
+        seeds=seeds,
+        table=_answer_table(sweep, test_problems, labels, grade_mode),
+        sampling={
+            "prompt": prompt,
+            "max_new_tokens": max_new_tokens,
+            "batch_size": batch_size,
+            "seed": sample_seed,
+            "progress": progress,
+            "grade_mode": grade_mode,
+        },
+        out=None if out is None else Path(out),
     )
-    if out is not None:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        samples.to_parquet(Path(out) / "best_of_n.parquet", index=False)
-    sampled = {
-        q: list(zip(g["extracted"], g["correct"], strict=True))
-        for q, g in samples.groupby("question_id", sort=False)
-    }
-    add("best_of_n", _score(sampled, ns))
-
-    oracle = {p.id: [(None, any(answer(p.id, h)[1] for h in labels))] for p in test_problems}
-    add("oracle", {n: {"pass_at_n": _score(oracle, [1])[1]["pass_at_n"]} for n in ns})
+    rows = []
+    for name, strategy in STRATEGY_TABLE.items():
+        scores, std = strategy.run(ctx)
+        rows += _rows(name, strategy, scores, std, len(test_problems))
     return pd.DataFrame(rows, columns=["strategy", "n", "metric", "value", "std", "n_questions"])
 
 
 def best_of_n_answers(
-    model,
-    problems: Sequence[Any],
+    model: LabModel,
+    problems: Sequence[Problem],
     *,
     n: int,
-    prompt: Any = "fewshot_cot",
+    prompt: str | PromptTemplate = "fewshot_cot",
     max_new_tokens: int = 256,
     batch_size: int = 32,
     seed: int = 1,

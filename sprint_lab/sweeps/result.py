@@ -1,9 +1,16 @@
 """Sweep results as a tidy table, with honest paired statistics.
 
-One row per (question, configuration). ``deltas`` compares each pruned head with the unpruned
-baseline *on the same questions*: the accuracy delta, a paired bootstrap 95% interval, an exact
-McNemar p-value on the discordant pairs, and Benjamini-Hochberg q-values across heads, so a
-heat map of many heads does not mistake noise for a finding.
+One row per (question, configuration) (the schema: :mod:`sprint_lab.sweeps.rows`).
+:class:`SweepResult` owns the views every later stage reads from that table: the
+[question x configuration] correctness pivot (:meth:`SweepResult.correctness`), one head's
+per-question outcomes (:meth:`SweepResult.outcomes`) and the per-head deltas, and it is the one
+adapter that reads a result, an object with a ``.table`` or a bare DataFrame
+(:meth:`SweepResult.coerce`; :meth:`SweepResult.deltas_of` for deltas tables).
+
+``deltas`` compares each pruned head with the unpruned baseline *on the same questions*: the
+accuracy delta, a paired bootstrap 95% interval, an exact McNemar p-value on the discordant
+pairs, and Benjamini-Hochberg q-values across heads, so a heat map of many heads does not mistake
+noise for a finding.
 """
 
 from __future__ import annotations
@@ -12,71 +19,71 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
-from sprint_lab.core.heads import Head
+from sprint_lab.core.heads import BASELINE, Head, config_label, is_baseline, parse_config
+from sprint_lab.sweeps.rows import (
+    COLUMNS,
+    DELTA_COLUMNS,
+    OUTCOME_COLUMNS,
+    REQUIRED_COLUMNS,
+    config_position,
+    order_table,
+)
 from sprint_lab.sweeps.stats import benjamini_hochberg, mcnemar_exact, paired_bootstrap_ci
+from sprint_lab.sweeps.store import SweepStore
 
-BASELINE = "none"
-COLUMNS = [
-    "question_id",
-    "config",
-    "layer",
-    "head",
-    "completion",
-    "extracted",
-    "correct",
-    "n_tokens",
-    "finish_reason",
-    "extractor",
-]
-DELTA_COLUMNS = [
-    "config",
-    "layer",
-    "head",
-    "n",
-    "accuracy",
-    "baseline_accuracy",
-    "delta",
-    "ci_low",
-    "ci_high",
-    "p_value",
-    "q_value",
+if TYPE_CHECKING:
+    from sprint_lab.tasks.problems import Problem
+
+__all__ = [
+    "BASELINE",
+    "COLUMNS",
+    "DELTA_COLUMNS",
+    "OUTCOME_COLUMNS",
+    "SweepResult",
+    "planned_deltas",
 ]
 
 
-def order_table(
-    table: pd.DataFrame, problems: Sequence[Any] | None = None, heads: Sequence[Head] | None = None
-) -> pd.DataFrame:
-    """Sort rows by configuration (baseline first, then heads) and question order."""
-    if table.empty:
-        return pd.DataFrame(columns=COLUMNS)
-    table = table.copy()
-    if heads is not None:
-        config_rank = {label: i for i, label in enumerate([BASELINE] + [h.label for h in heads])}
+def _paired_delta(
+    config: str, pruned: pd.Series, base: pd.Series, n_boot: int, level: float, seed: int
+) -> dict[str, Any]:
+    """One head's paired comparison with the baseline on the questions both answered."""
+    common = pruned.index.intersection(base.index)
+    p_arr = pruned.loc[common].to_numpy(bool)
+    b_arr = base.loc[common].to_numpy(bool)
+    if len(common):
+        low, high = paired_bootstrap_ci(b_arr, p_arr, n_boot=n_boot, level=level, seed=seed)
+        p_value = mcnemar_exact(b_arr, p_arr)
     else:
-        config_rank = {BASELINE: -1}
-    if problems is not None:
-        question_rank = {p.id: i for i, p in enumerate(problems)}
-    else:
-        question_rank = {q: i for i, q in enumerate(sorted(table["question_id"].unique()))}
-    table["_c"] = [
-        config_rank.get(c, len(config_rank) + layer * 10_000 + head)
-        for c, layer, head in zip(table["config"], table["layer"], table["head"], strict=True)
-    ]
-    table["_q"] = table["question_id"].map(question_rank).fillna(len(question_rank))
-    table = table.sort_values(["_c", "_q", "question_id"], kind="stable")
-    table = table.drop(columns=["_c", "_q"]).reset_index(drop=True)
-    table["layer"] = table["layer"].astype("int64")
-    table["head"] = table["head"].astype("int64")
-    table["n_tokens"] = table["n_tokens"].astype("int64")
-    table["correct"] = table["correct"].astype(bool)
-    for column in table.columns:  # text columns: one dtype whichever batches the rows came from
-        if table[column].dtype == object:
-            table[column] = table[column].infer_objects()
-    return table
+        low = high = p_value = float("nan")
+    head = Head.parse(config)
+    return {
+        "config": config,
+        "layer": head.layer,
+        "head": head.head,
+        "n": len(common),
+        "accuracy": p_arr.mean() if len(common) else float("nan"),
+        "baseline_accuracy": b_arr.mean() if len(common) else float("nan"),
+        "ci_low": low,
+        "ci_high": high,
+        "p_value": p_value,
+    }
+
+
+def _correct_by_question(rows: pd.DataFrame) -> pd.Series:
+    """The ``correct`` column indexed by ``question_id``."""
+    return pd.Series(rows["correct"].to_numpy(), index=pd.Index(rows["question_id"]))
+
+
+def _normalise_configs(configs: pd.Series) -> pd.Series:
+    """Configuration labels in their one spelling (``"l0h1"`` -> ``"L0H1"``)."""
+    labels = {text: config_label(parse_config(text)) for text in configs.astype(str).unique()}
+    return configs.astype(str).map(labels)
 
 
 class SweepResult:
@@ -90,8 +97,11 @@ class SweepResult:
         complete: ``False`` when the sweep was cancelled before every pair was done.
 
     Example:
-        >>> result = SweepResult.load("results/")     # doctest: +SKIP
-        >>> result.deltas().sort_values("delta").head()  # doctest: +SKIP
+        >>> result = sl.sweep(model, problems[:2], ["L0H1"], max_new_tokens=4, progress=False)
+        >>> result
+        SweepResult(4 rows: 2 questions x 2 configurations)
+        >>> list(result.deltas()["config"])
+        ['L0H1']
     """
 
     def __init__(
@@ -104,6 +114,66 @@ class SweepResult:
         self.meta = dict(meta or {})
         self.complete = complete
 
+    @classmethod
+    def coerce(cls, sweep: Any) -> SweepResult:
+        """Read a ``SweepResult``, an object with a ``.table`` or a tidy DataFrame as a result.
+
+        A bare table needs only :data:`REQUIRED_COLUMNS`; missing ``layer``/``head`` columns are
+        derived from ``config``.
+
+        Raises:
+            ValueError: if it is none of these, or lacks one of :data:`REQUIRED_COLUMNS`.
+
+        Example:
+            >>> t = pd.DataFrame({"question_id": ["a", "a"], "config": ["none", "L0H1"],
+            ...                   "correct": [True, False]})
+            >>> SweepResult.coerce(t).table[["layer", "head"]].values.tolist()
+            [[-1, -1], [0, 1]]
+        """
+        if isinstance(sweep, SweepResult):
+            return sweep
+        table = getattr(sweep, "table", sweep)
+        if not isinstance(table, pd.DataFrame):
+            raise ValueError(
+                f"expected a sweep result (with .table) or a DataFrame, got {type(sweep).__name__}"
+            )
+        missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
+        if missing:
+            raise ValueError(
+                f"sweep table is missing columns {missing}; it has {list(table.columns)}"
+            )
+        if not {"layer", "head"} <= set(table.columns):
+            positions = [config_position(str(c)) for c in table["config"]]
+            table = table.assign(
+                layer=[layer for layer, _ in positions], head=[head for _, head in positions]
+            )
+        meta = getattr(sweep, "meta", None)
+        return cls(table, meta, complete=getattr(sweep, "complete", True))
+
+    @staticmethod
+    def deltas_of(deltas: Any, by: str | None = None) -> pd.DataFrame:
+        """A deltas table given either as one (a DataFrame) or as a result (``.deltas(by=)``).
+
+        Raises:
+            TypeError: for anything else.
+
+        Example:
+            >>> d = pd.DataFrame({"layer": [0], "head": [1], "delta": [0.5]})
+            >>> SweepResult.deltas_of(d) is d
+            True
+        """
+        if isinstance(deltas, pd.DataFrame):
+            return deltas
+        if not callable(getattr(deltas, "deltas", None)):
+            raise TypeError(
+                "expected a deltas DataFrame or an object with a .deltas(by=...) method "
+                f"(e.g. a SweepResult), got {type(deltas).__name__}"
+            )
+        frame = deltas.deltas(by=by)
+        if not isinstance(frame, pd.DataFrame):
+            raise TypeError(f".deltas() returned {type(frame).__name__}, expected a DataFrame")
+        return frame
+
     def __repr__(self) -> str:
         n_q = self.table["question_id"].nunique() if len(self.table) else 0
         n_c = self.table["config"].nunique() if len(self.table) else 0
@@ -115,7 +185,8 @@ class SweepResult:
     @property
     def heads(self) -> list[Head]:
         """The pruned heads present in the table, in table order."""
-        configs = [c for c in dict.fromkeys(self.table.get("config", [])) if c != BASELINE]
+        present = self.table["config"] if "config" in self.table.columns else []
+        configs = [c for c in dict.fromkeys(present) if not is_baseline(c)]
         return [Head.parse(c) for c in configs]
 
     @property
@@ -123,11 +194,111 @@ class SweepResult:
         """The swept layers, ascending."""
         return sorted({head.layer for head in self.heads})
 
-    def correctness(self) -> pd.DataFrame:
-        """Boolean matrix: one row per question, one column per configuration."""
-        matrix = self.table.pivot(index="question_id", columns="config", values="correct")
-        order = [BASELINE] + [h.label for h in self.heads]
-        return matrix[[c for c in order if c in matrix.columns]]
+    def correctness(
+        self, configs: Sequence[str | Head] | None = None, *, complete: bool = True
+    ) -> pd.DataFrame:
+        """The [question x configuration] 0/1 correctness pivot.
+
+        Args:
+            configs: the columns, in this order (labels or heads); default: the baseline (when
+                present), then every head in table order.
+            complete: keep only questions answered under every column (a bool frame); with
+                ``False`` missing answers are NaN (a float frame of 0/1/NaN).
+
+        Returns:
+            A DataFrame indexed by ``question_id`` (as str, sorted) with one column per label.
+
+        Raises:
+            ValueError: for unreadable labels, missing ``correct`` values, configurations with
+                no rows, or repeated (question, configuration) rows.
+
+        Example:
+            >>> t = pd.DataFrame({"question_id": ["a", "a", "b"], "correct": [True, False, True],
+            ...                   "config": ["none", "L0H1", "none"]})
+            >>> SweepResult.coerce(t).correctness().to_dict("index")
+            {'a': {'none': True, 'L0H1': False}}
+            >>> SweepResult.coerce(t).correctness(complete=False)["L0H1"].tolist()
+            [0.0, nan]
+        """
+        rows = self.table.loc[:, list(REQUIRED_COLUMNS)].copy()
+        rows["config"] = _normalise_configs(rows["config"])
+        present = list(dict.fromkeys(rows["config"]))
+        if configs is None:
+            wanted = [c for c in present if is_baseline(c)] + [
+                c for c in present if not is_baseline(c)
+            ]
+        else:
+            wanted = [config_label([c]) if isinstance(c, Head) else str(c) for c in configs]
+            wanted = [config_label(parse_config(c)) for c in wanted]
+        absent = [label for label in wanted if label not in present]
+        if absent:
+            raise ValueError(f"the sweep has no rows for heads {absent}")
+        rows = rows[rows["config"].isin(wanted)]
+        if rows["correct"].isna().any():
+            raise ValueError("sweep column 'correct' has missing values")
+        rows["question_id"] = rows["question_id"].astype(str)
+        repeated = rows.duplicated(["question_id", "config"])
+        if repeated.any():
+            example = rows.loc[repeated, ["question_id", "config"]].iloc[0].tolist()
+            raise ValueError(f"sweep has repeated (question, configuration) rows, e.g. {example}")
+        matrix = rows.pivot(index="question_id", columns="config", values="correct")
+        matrix = matrix.reindex(columns=wanted)
+        matrix.columns.name = None
+        if not complete:
+            return matrix.astype(float)
+        return matrix[matrix.notna().all(axis=1)].astype(bool)
+
+    def outcomes(
+        self, config: str | Head, problems: Sequence[Problem] | None = None
+    ) -> pd.DataFrame:
+        """One row per question: did the baseline and ``config`` get it right, and what did each
+        answer?
+
+        Args:
+            config: the pruned configuration (``Head`` or ``"L3H5"``).
+            problems: optional problems (``.id``, ``.question``, ``.answer``) for the question
+                text and gold answer.
+
+        Returns:
+            Columns :data:`OUTCOME_COLUMNS`; ``changed`` is True where correctness differs.
+            Questions follow the sweep's order; a question missing the baseline has NaN there.
+
+        Raises:
+            ValueError: when the sweep has no rows for ``config``.
+
+        Example:
+            >>> t = pd.DataFrame({"question_id": ["a", "a"], "config": ["none", "L0H1"],
+            ...                   "correct": [True, False], "extracted": ["4", "5"]})
+            >>> out = SweepResult.coerce(t).outcomes("L0H1")
+            >>> out[["baseline_correct", "pruned_correct", "changed"]].values.tolist()
+            [[True, False, True]]
+        """
+        table = self.table
+        label = config.label if isinstance(config, Head) else config_label(parse_config(config))
+        pruned = table[table["config"] == label]
+        if pruned.empty:
+            raise ValueError(f"the sweep has no rows for {label}")
+        base = table[table["config"] == BASELINE].set_index("question_id")
+        by_id = {str(p.id): p for p in problems or ()}
+        rows = []
+        for _, row in pruned.iterrows():
+            qid = row["question_id"]
+            has_base = qid in base.index
+            problem = by_id.get(str(qid))
+            base_ok = bool(base.at[qid, "correct"]) if has_base else np.nan
+            rows.append(
+                {
+                    "question_id": qid,
+                    "question": getattr(problem, "question", None),
+                    "gold": getattr(problem, "answer", None),
+                    "baseline_correct": base_ok,
+                    "pruned_correct": bool(row["correct"]),
+                    "baseline_extracted": base.at[qid, "extracted"] if has_base else None,
+                    "pruned_extracted": row.get("extracted"),
+                    "changed": has_base and base_ok != bool(row["correct"]),
+                }
+            )
+        return pd.DataFrame(rows, columns=OUTCOME_COLUMNS)
 
     def accuracy(self, by: str | None = None) -> pd.DataFrame:
         """Accuracy per configuration (and per ``by`` group): columns config, [by], n, accuracy."""
@@ -155,46 +326,26 @@ class SweepResult:
             ValueError: when the table has no baseline rows, or ``by`` is not a column.
         """
         table = self.table
+        columns = DELTA_COLUMNS + ([by] if by else [])
         if table.empty:
-            return pd.DataFrame(columns=DELTA_COLUMNS + ([by] if by else []))
+            return pd.DataFrame(columns=columns)
         if by is not None and by not in table.columns:
             raise ValueError(f"cannot break down by {by!r}: the sweep has no such column")
-        base = table[table["config"] == BASELINE].set_index("question_id")["correct"]
+        base = _correct_by_question(table[table["config"] == BASELINE])
         if base.empty:
-            raise ValueError("the sweep has no baseline ('none') rows to compare against")
+            raise ValueError(f"the sweep has no baseline ({BASELINE!r}) rows to compare against")
         groups = [(None, table)] if by is None else list(table.groupby(by, sort=True))
         frames = []
         for group, part in groups:
-            rows = []
-            for config, rows_of_head in part[part["config"] != BASELINE].groupby(
-                "config", sort=False
-            ):
-                pruned = rows_of_head.set_index("question_id")["correct"]
-                common = pruned.index.intersection(base.index)
-                p_arr = pruned.loc[common].to_numpy(bool)
-                b_arr = base.loc[common].to_numpy(bool)
-                if len(common):
-                    low, high = paired_bootstrap_ci(
-                        b_arr, p_arr, n_boot=n_boot, level=level, seed=seed
+            pruned = part[part["config"] != BASELINE].groupby("config", sort=False)
+            frame = pd.DataFrame(
+                [
+                    _paired_delta(
+                        str(config), _correct_by_question(rows), base, n_boot, level, seed
                     )
-                    p_value = mcnemar_exact(b_arr, p_arr)
-                else:
-                    low = high = p_value = float("nan")
-                head = Head.parse(config)
-                rows.append(
-                    {
-                        "config": config,
-                        "layer": head.layer,
-                        "head": head.head,
-                        "n": len(common),
-                        "accuracy": p_arr.mean() if len(common) else float("nan"),
-                        "baseline_accuracy": b_arr.mean() if len(common) else float("nan"),
-                        "ci_low": low,
-                        "ci_high": high,
-                        "p_value": p_value,
-                    }
-                )
-            frame = pd.DataFrame(rows)
+                    for config, rows in pruned
+                ]
+            )
             if frame.empty:
                 continue
             frame["delta"] = frame["accuracy"] - frame["baseline_accuracy"]
@@ -202,7 +353,6 @@ class SweepResult:
             if by is not None:
                 frame[by] = group[0] if isinstance(group, tuple) else group
             frames.append(frame)
-        columns = DELTA_COLUMNS + ([by] if by else [])
         if not frames:
             return pd.DataFrame(columns=columns)
         out = pd.concat(frames, ignore_index=True)[columns]
@@ -220,14 +370,19 @@ class SweepResult:
         """Write the table to a Parquet file (``.parquet``) or a store folder; return the path.
 
         The settings travel in the Parquet schema metadata, so :meth:`load` restores both.
+
+        Example:
+            >>> import tempfile
+            >>> t = pd.DataFrame({"question_id": ["a"], "config": ["none"], "correct": [True]})
+            >>> path = SweepResult.coerce(t).save(Path(tempfile.mkdtemp()) / "sweep.parquet")
+            >>> SweepResult.load(path).table["correct"].tolist()
+            [True]
         """
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         path = Path(path)
         if path.suffix != ".parquet":
-            from sprint_lab.sweeps.store import SweepStore
-
             store = SweepStore(path)
             if store.has_rows():
                 for part in store.parts():
@@ -251,25 +406,26 @@ class SweepResult:
 
         path = Path(path)
         if path.is_dir():
-            from sprint_lab.sweeps.store import SweepStore
-
-            store = SweepStore(path)
-            if not store.has_rows():
-                raise FileNotFoundError(f"{path} holds no sweep rows (part-*.parquet)")
-            meta = store.read_meta()
-            heads = [Head.parse(h) for h in meta.get("heads", [])] or None
-            problems = None
-            if meta.get("question_ids"):
-                problems = [_Id(q) for q in meta["question_ids"]]
-            table = order_table(store.read(), problems, heads)
-            expected = len(meta.get("question_ids", [])) * (len(meta.get("heads", [])) + 1)
-            return cls(table, meta, complete=not expected or len(table) >= expected)
+            return cls._load_store(SweepStore(path))
         if not path.is_file():
             raise FileNotFoundError(f"no sweep result at {path}")
         arrow = pq.read_table(path)
         extra = (arrow.schema.metadata or {}).get(b"sprint_lab")
         info = json.loads(extra) if extra else {}
         return cls(arrow.to_pandas(), info.get("meta", {}), complete=info.get("complete", True))
+
+    @classmethod
+    def _load_store(cls, store: SweepStore) -> SweepResult:
+        if not store.has_rows():
+            raise FileNotFoundError(f"{store.path} holds no sweep rows (part-*.parquet)")
+        meta = store.read_meta()
+        heads = [Head.parse(h) for h in meta.get("heads", [])] or None
+        problems = None
+        if meta.get("question_ids"):
+            problems = [_Id(q) for q in meta["question_ids"]]
+        table = order_table(store.read(), problems, heads)
+        expected = len(meta.get("question_ids", [])) * (len(meta.get("heads", [])) + 1)
+        return cls(table, meta, complete=not expected or len(table) >= expected)
 
     def equals(self, other: SweepResult) -> bool:
         """Same rows, same values (the settings are not compared)."""
@@ -281,3 +437,46 @@ class SweepResult:
 class _Id:
     def __init__(self, id: str) -> None:
         self.id = id
+
+
+def planned_deltas(
+    result: SweepResult | None, heads: Sequence[Head | str], **deltas_kwargs: Any
+) -> pd.DataFrame:
+    """Per-head deltas with one row per planned head, NaN where the sweep has no rows yet.
+
+    A partial sweep (a run in progress, or one cancelled) covers some heads on some questions;
+    its deltas are computed on the questions done so far (``n`` says how many). Heads that have
+    no rows, or a sweep whose baseline has not started, keep their row with NaN values so a
+    heat map drawn from this table always has the full layers x heads grid.
+
+    Args:
+        result: a :class:`~sprint_lab.sweeps.result.SweepResult` (possibly partial) or ``None``.
+        heads: every head the sweep will cover.
+        **deltas_kwargs: passed to :meth:`SweepResult.deltas` (e.g. ``n_boot``).
+
+    Returns:
+        A DataFrame with the columns of ``SweepResult.deltas()``, in ``heads`` order.
+
+    Example:
+        >>> planned_deltas(None, ["L0H1", "L2H0"])[["config", "layer", "head", "n"]].to_dict("list")
+        {'config': ['L0H1', 'L2H0'], 'layer': [0, 2], 'head': [1, 0], 'n': [0, 0]}
+    """
+    heads = [Head.parse(h) for h in heads]
+    plan = pd.DataFrame(
+        {
+            "config": [h.label for h in heads],
+            "layer": [h.layer for h in heads],
+            "head": [h.head for h in heads],
+        }
+    )
+    table = getattr(result, "table", None)
+    deltas = pd.DataFrame(columns=DELTA_COLUMNS)
+    if table is not None and len(table) and (table["config"] == BASELINE).any():
+        deltas = result.deltas(**deltas_kwargs)
+    values = deltas.drop(columns=["layer", "head"]).set_index("config")
+    merged = plan.join(values, on="config")
+    merged["n"] = merged["n"].fillna(0).astype(int)
+    for column in DELTA_COLUMNS:
+        if column not in ("config", "layer", "head", "n"):
+            merged[column] = merged[column].astype(float)
+    return merged[DELTA_COLUMNS].reset_index(drop=True)

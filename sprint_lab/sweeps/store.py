@@ -28,9 +28,13 @@ class SweepStore:
     """A folder holding ``meta.json`` and ``part-*.parquet`` files.
 
     Example:
-        >>> store = SweepStore("results/")            # doctest: +SKIP
-        >>> store.append(frame)                       # doctest: +SKIP
-        >>> store.read().shape                        # doctest: +SKIP
+        >>> import tempfile
+        >>> store = SweepStore(tempfile.mkdtemp())
+        >>> rows = pd.DataFrame({"question_id": ["a", "b"], "config": ["none", "none"]})
+        >>> _ = store.append(rows)
+        >>> _ = store.append(rows.iloc[:1])  # a retried shard: the duplicate is dropped on read
+        >>> store.read().shape, sorted(store.done_keys())
+        ((2, 2), [('a', 'none'), ('b', 'none')])
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -40,27 +44,36 @@ class SweepStore:
 
     @property
     def meta_path(self) -> Path:
+        """The store's ``meta.json``."""
         return self.path / META_FILE
 
     def parts(self) -> list[Path]:
+        """The part files, sorted by name."""
         return sorted(self.path.glob(PART_GLOB)) if self.path.is_dir() else []
 
     def has_rows(self) -> bool:
+        """Whether any part file is stored."""
         return bool(self.parts())
 
     def read_meta(self) -> dict[str, Any]:
+        """The stored settings (``{}`` before the first write)."""
         if not self.meta_path.is_file():
             return {}
         return json.loads(self.meta_path.read_text())
 
     def write_meta(self, meta: dict[str, Any]) -> None:
+        """Replace ``meta.json`` atomically (JSON, keys sorted)."""
         self.path.mkdir(parents=True, exist_ok=True)
         tmp = self.meta_path.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
         tmp.replace(self.meta_path)
 
     def check_compatible(self, meta: dict[str, Any]) -> None:
-        """Refuse to mix rows generated under different settings in one folder."""
+        """Refuse to mix rows generated under different settings in one folder.
+
+        Raises:
+            ValueError: naming each :data:`IDENTITY_KEYS` setting that differs.
+        """
         old = self.read_meta()
         clashes = {
             key: (old.get(key), meta.get(key))

@@ -11,19 +11,20 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
 
 from sprint_lab.tasks.prompts import PromptTemplate, get_template
+from sprint_lab.tasks.records import Problem
+
+__all__ = [
+    "ANSWER_FORMATS",
+    "AnswerFormat",
+    "GoldTarget",
+    "get_answer_format",
+    "gold_target",
+    "register_answer_format",
+]
 
 _CALCULATOR = re.compile(r"<<[^<>]*>>")
-#: template name -> (text before the solution, final-answer sentence, line joiner)
-_ANSWER_FORMATS: dict[str, tuple[str, str, str]] = {
-    "fewshot_cot": (" ", "The answer is {answer}.", " "),
-    "base_cot": (" ", "The answer is {answer}.", " "),
-    "chat_boxed": ("", "The final answer is $\\boxed{{{answer}}}$.", "\n"),
-    "chat_gsm8k": ("", "#### {answer}", "\n"),
-}
-_DEFAULT_FORMAT = _ANSWER_FORMATS["fewshot_cot"]
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,89 @@ class GoldTarget:
         return self.text[self.answer_start : self.answer_end]
 
 
-def gold_target(problem: Any, prompt: str | PromptTemplate = "fewshot_cot") -> GoldTarget:
+@dataclass(frozen=True)
+class AnswerFormat:
+    """How a template's exemplars write a worked solution and its final answer.
+
+    Attributes:
+        lead: Text before the solution (``" "`` after ``"A:"``, nothing after a chat turn).
+        sentence: The final-answer sentence, with ``{answer}`` where the answer goes (other
+            braces doubled, as in :meth:`str.format`).
+        joiner: What joins the solution's lines (and the last line to the sentence).
+
+    Example:
+        >>> fmt = AnswerFormat(" ", "The answer is {answer}.", " ")
+        >>> fmt.target("", "7").text
+        ' The answer is 7.'
+    """
+
+    lead: str
+    sentence: str
+    joiner: str
+
+    def target(self, solution: str, answer: str) -> GoldTarget:
+        """The worked ``solution`` (without calculator notes or ``####`` line) plus the sentence.
+
+        Args:
+            solution: The gold worked solution (may be empty).
+            answer: The gold final answer, already stripped and non-empty.
+
+        Returns:
+            The :class:`GoldTarget`.
+
+        Example:
+            >>> get_answer_format("chat_gsm8k").target("3 + 4 = <<3+4=7>>7\\n#### 7", "7").text
+            '3 + 4 = 7\\n#### 7'
+        """
+        body = _CALCULATOR.sub("", solution)
+        if "####" in body:
+            body = body.rsplit("####", 1)[0]
+        lines = [line.strip() for line in body.splitlines()]
+        body = self.joiner.join(line for line in lines if line)
+        head = self.lead + body + (self.joiner if body else "")
+        before, after = self.sentence.split("{answer}")
+        before, after = before.replace("{{", "{"), after.replace("}}", "}")
+        start = len(head) + len(before)
+        return GoldTarget(head + before + answer + after, start, start + len(answer))
+
+
+#: Template name -> its answer format; a template without one uses ``fewshot_cot``'s.
+ANSWER_FORMATS: dict[str, AnswerFormat] = {}
+
+
+def register_answer_format(template: str, answer_format: AnswerFormat) -> AnswerFormat:
+    """Register (or replace) the answer format of the prompt template named ``template``.
+
+    Example:
+        >>> fmt = register_answer_format("my_template", AnswerFormat("", "Answer: {answer}", "\\n"))
+        >>> get_answer_format("my_template").sentence
+        'Answer: {answer}'
+        >>> del ANSWER_FORMATS["my_template"]
+    """
+    ANSWER_FORMATS[template] = answer_format
+    return answer_format
+
+
+def get_answer_format(prompt: str | PromptTemplate = "fewshot_cot") -> AnswerFormat:
+    """The answer format of a template (name or object); ``fewshot_cot``'s for unknown ones.
+
+    Example:
+        >>> get_answer_format("chat_boxed").sentence
+        'The final answer is $\\\\boxed{{{answer}}}$.'
+    """
+    name = prompt.name if isinstance(prompt, PromptTemplate) else prompt
+    return ANSWER_FORMATS.get(name, ANSWER_FORMATS["fewshot_cot"])
+
+
+register_answer_format("fewshot_cot", AnswerFormat(" ", "The answer is {answer}.", " "))
+register_answer_format("base_cot", AnswerFormat(" ", "The answer is {answer}.", " "))
+register_answer_format(
+    "chat_boxed", AnswerFormat("", "The final answer is $\\boxed{{{answer}}}$.", "\n")
+)
+register_answer_format("chat_gsm8k", AnswerFormat("", "#### {answer}", "\n"))
+
+
+def gold_target(problem: Problem, prompt: str | PromptTemplate = "fewshot_cot") -> GoldTarget:
     """The gold worked solution written the way ``prompt``'s exemplars answer.
 
     Calculator annotations ``<<48/2=24>>`` are removed and a final ``#### N`` line is dropped in
@@ -61,30 +144,19 @@ def gold_target(problem: Any, prompt: str | PromptTemplate = "fewshot_cot") -> G
     without a solution gets the answer sentence alone. ``N`` is ``problem.answer``.
 
     Args:
-        problem: a :class:`~sprint_lab.tasks.problems.Problem` (``solution`` and ``answer`` are used).
+        problem: the problem (its ``solution`` and ``answer`` are used).
         prompt: template name or object.
 
     Returns:
         The :class:`GoldTarget`.
 
     Example:
-        >>> from sprint_lab.tasks.problems import Problem
         >>> p = Problem("p", "Tom has 3 apples...", "7", "3 + 4 = <<3+4=7>>7 apples.\\n#### 7")
         >>> gold_target(p).text
         ' 3 + 4 = 7 apples. The answer is 7.'
     """
-    name = get_template(prompt).name
-    lead, sentence, joiner = _ANSWER_FORMATS.get(name, _DEFAULT_FORMAT)
+    answer_format = get_answer_format(get_template(prompt))
     answer = str(problem.answer).strip()
     if not answer:
         raise ValueError(f"problem {problem.id!r} has an empty gold answer")
-    body = _CALCULATOR.sub("", problem.solution or "")
-    if "####" in body:
-        body = body.rsplit("####", 1)[0]
-    lines = [line.strip() for line in body.splitlines()]
-    body = joiner.join(line for line in lines if line)
-    head = lead + body + (joiner if body else "")
-    before, after = sentence.split("{answer}")
-    before, after = before.replace("{{", "{"), after.replace("}}", "}")
-    start = len(head) + len(before)
-    return GoldTarget(head + before + answer + after, start, start + len(answer))
+    return answer_format.target(problem.solution or "", answer)

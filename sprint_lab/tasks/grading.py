@@ -1,31 +1,31 @@
-"""Answer extraction and grading for GSM8K-style (numeric) and MATH-style (LaTeX) completions.
+"""Grading completions: extract the final answer, compare it with the gold one, say how.
 
 Grading happens in two stages: an *extractor* pulls a final answer out of the completion
-(lm-eval's strict / flexible regexes for GSM8K, the last or first ``\\boxed{}`` for MATH), then
-the answer is compared with the gold one (``math.isclose`` with ``abs_tol=1e-4`` as in SPRINT, or
-``math-verify`` for LaTeX). A completion that runs on into a new ``Q:`` / ``Question:`` /
+(lm-eval's strict / flexible regexes for GSM8K, the last or first ``\\boxed{}`` for MATH; see
+:mod:`sprint_lab.tasks.extraction`), then the answer is compared with the gold one
+(``math.isclose`` with ``abs_tol=1e-4`` as in SPRINT, or ``math-verify`` for LaTeX; see
+:mod:`sprint_lab.tasks.verify`). A completion that runs on into a new ``Q:`` / ``Question:`` /
 ``Problem:`` turn is cut there first, so a hallucinated next exemplar is never graded.
 
+Which extractor and comparison apply follows from the ``task``: a grader name
+(:data:`~sprint_lab.tasks.graders.GRADERS`: ``"gsm8k"``, ``"math"``) or a registered task
+(:data:`~sprint_lab.tasks.task.TASKS`: ``"arith"`` grades like ``"gsm8k"``, ``"math500"`` like
+``"math"``); by default, the problem's own :attr:`~sprint_lab.tasks.records.Problem.task`.
+
 Example:
-    >>> from sprint_lab.tasks.grading import grade
     >>> grade("3 + 4 = 7. The answer is 7.", "7")
     Verdict(correct=True, extracted='7', extractor='flexible:last_number')
 """
 
 from __future__ import annotations
 
-import atexit
-import json
-import math
-import queue
-import re
-import subprocess
-import sys
-import threading
 from dataclasses import dataclass
-from fractions import Fraction
 
-from sprint_lab.tasks.problems import Problem
+from sprint_lab.tasks.extraction import cut_run_on
+from sprint_lab.tasks.graders import GRADERS, Grader
+from sprint_lab.tasks.latex import boxed_contents, last_boxed_content
+from sprint_lab.tasks.records import DEFAULT_GRADER, Problem
+from sprint_lab.tasks.task import TASKS
 
 __all__ = [
     "Verdict",
@@ -33,24 +33,10 @@ __all__ = [
     "cut_run_on",
     "extract_answer",
     "grade",
+    "grader_for",
     "is_correct",
     "last_boxed_content",
 ]
-
-TASKS = ("gsm8k", "arith", "math")
-_MODES = {"gsm8k": ("flexible", "strict"), "math": ("flexible", "last", "first", "strict")}
-
-#: lm-eval ``gsm8k`` and ``gsm8k_cot`` strict-match patterns, tried together (first match wins).
-_STRICT_RE = re.compile(r"#### (\-?[0-9\.\,]+)|The answer is (\-?[0-9\.\,]+).")
-#: lm-eval flexible-extract pattern (last match wins).
-_FLEXIBLE_RE = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
-#: A new question turn: ``Q:``/``Question:``/``Problem:`` at a line start, or `` Q:`` inline.
-_RUN_ON_RE = re.compile(r"(?:^|\n)[ \t]*(?:Q|Question|Problem)[ \t]*:|(?<=\s)Q:")
-_BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
-_MINERVA_RE = re.compile(
-    r"Final Answer:\s*The final answer is\s*(.+?)\s*\.?\s*I hope it is correct", re.IGNORECASE
-)
-_ABS_TOL = 1e-4
 
 
 @dataclass(frozen=True)
@@ -74,128 +60,44 @@ class Verdict:
     extractor: str
 
 
-# --------------------------------------------------------------------------------------------
-# Extraction
-# --------------------------------------------------------------------------------------------
+def grader_for(task: str) -> tuple[Grader, str]:
+    """The grader of ``task`` and its default extraction mode.
 
+    Args:
+        task: A grader name (``"gsm8k"``, ``"math"``) or a registered task name (``"arith"``,
+            ``"math500"``, ...).
 
-def cut_run_on(text: str) -> str:
-    """Cut a completion where it starts a new ``Q:`` / ``Question:`` / ``Problem:`` turn.
+    Returns:
+        ``(grader, default mode)``: a task's :attr:`~sprint_lab.tasks.task.Task.grade_mode`,
+        else the grader's first mode.
 
-    Example:
-        >>> cut_run_on("2 + 2 = 4. The answer is 4.\\n\\nQ: Next question? A: 9")
-        '2 + 2 = 4. The answer is 4.'
-    """
-    match = _RUN_ON_RE.search(text)
-    return (text[: match.start()] if match else text).rstrip()
-
-
-def _matching_brace(text: str, start: int) -> int | None:
-    """Index of the ``}`` closing the ``{`` at ``start`` (escaped ``\\{``/``\\}`` are skipped)."""
-    depth = 0
-    i = start
-    while i < len(text):
-        ch = text[i]
-        if ch == "\\":
-            i += 2
-            continue
-        if ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                return i
-        i += 1
-    return None
-
-
-def boxed_contents(text: str) -> list[str]:
-    """Contents of every ``\\boxed{...}`` / ``\\fbox{...}`` (brace-matched) and ``\\boxed 5``.
-
-    Unclosed and empty boxes are skipped.
+    Raises:
+        ValueError: Unknown task.
 
     Example:
-        >>> boxed_contents(r"so \\boxed{\\frac{1}{2}} or \\fbox{3} or $\\boxed 4$")
-        ['\\\\frac{1}{2}', '3', '4']
+        >>> grader, mode = grader_for("math500")
+        >>> grader.name, mode
+        ('math', 'flexible')
     """
-    found: list[str] = []
-    for match in _BOX_RE.finditer(text):
-        i = match.end()
-        j = i
-        while j < len(text) and text[j] in " \t":
-            j += 1
-        if j < len(text) and text[j] == "{":
-            end = _matching_brace(text, j)
-            content = text[j + 1 : end] if end is not None else ""
-        elif j > i:  # "\boxed 5": up to the closing "$" or the end of the line
-            content = re.split(r"[$\n]", text[j:], maxsplit=1)[0].rstrip(" .")
-        else:
-            content = ""
-        if content.strip():
-            found.append(content.strip())
-    return found
+    if isinstance(task, str) and task in TASKS:
+        return GRADERS[TASKS[task].grader], TASKS[task].grade_mode
+    if isinstance(task, str) and task in GRADERS:
+        return GRADERS[task], GRADERS[task].modes[0]
+    valid = ", ".join(dict.fromkeys([*GRADERS, *TASKS]))
+    raise ValueError(f"Unknown task {task!r}: expected one of {valid}")
 
 
-def last_boxed_content(text: str) -> str | None:
-    """The content of the last ``\\boxed{}`` in ``text``, or ``None``.
-
-    Example:
-        >>> last_boxed_content(r"\\boxed{1} then \\boxed{x^{2}}")
-        'x^{2}'
-    """
-    boxes = boxed_contents(text)
-    return boxes[-1] if boxes else None
-
-
-def _clean_number(text: str) -> str:
-    """lm-eval's ``regexes_to_ignore``: drop ``,`` and ``$``, anything up to ``#### ``, one
-    trailing period."""
-    text = text.strip().replace(",", "").replace("$", "")
-    text = re.sub(r"(?s).*#### ", "", text)
-    return re.sub(r"\.$", "", text).strip()
-
-
-def _check_task_mode(task: str, mode: str) -> str:
-    if task not in TASKS:
-        raise ValueError(f"Unknown task {task!r}: expected one of {', '.join(TASKS)}")
-    family = "math" if task == "math" else "gsm8k"
-    if mode not in _MODES[family]:
+def _extract(text: str, task: str, mode: str | None) -> tuple[Grader, str | None, str]:
+    grader, default_mode = grader_for(task)
+    mode = default_mode if mode is None else mode
+    if mode not in grader.modes:
         raise ValueError(
-            f"Unknown mode {mode!r} for task {task!r}: expected one of {', '.join(_MODES[family])}"
+            f"Unknown mode {mode!r} for task {task!r}: expected one of {', '.join(grader.modes)}"
         )
-    return family
+    return grader, *grader.extract(cut_run_on(text), mode)
 
 
-def _extract(text: str, task: str, mode: str) -> tuple[str | None, str]:
-    family = _check_task_mode(task, mode)
-    text = cut_run_on(text)
-    if family == "gsm8k":
-        if mode == "strict":
-            match = _STRICT_RE.search(text)
-            if match is None:
-                return None, "none"
-            kind = "strict:####" if match.group(1) is not None else "strict:the_answer_is"
-            value = _clean_number(match.group(1) or match.group(2) or "")
-        else:
-            matches = _FLEXIBLE_RE.findall(text)
-            if not matches:
-                return None, "none"
-            kind = "flexible:last_number"
-            value = _clean_number(next(g for g in matches[-1] if g))
-        return (value, kind) if value else (None, "none")
-    boxes = boxed_contents(text)
-    if boxes:
-        return (boxes[0], "boxed:first") if mode == "first" else (boxes[-1], "boxed:last")
-    if mode != "strict":
-        minerva = _MINERVA_RE.findall(text)
-        if minerva:
-            value = minerva[-1].strip().strip("$").strip()
-            if value:
-                return value, "minerva"
-    return None, "none"
-
-
-def extract_answer(text: str, task: str = "gsm8k", mode: str = "flexible") -> str | None:
+def extract_answer(text: str, task: str = "gsm8k", mode: str | None = "flexible") -> str | None:
     """Extract the final answer of a completion.
 
     GSM8K / arith (lm-eval ``gsm8k`` / ``gsm8k_cot`` filters):
@@ -215,8 +117,8 @@ def extract_answer(text: str, task: str = "gsm8k", mode: str = "flexible") -> st
 
     Args:
         text: The model's completion (without the prompt).
-        task: ``"gsm8k"``, ``"arith"`` (same as gsm8k) or ``"math"``.
-        mode: Extraction mode, see above.
+        task: A grader or task name (``"gsm8k"``, ``"arith"``, ``"math"``, ``"math500"``, ...).
+        mode: Extraction mode, see above; ``None``: the task's default.
 
     Returns:
         The answer text, or ``None`` when nothing could be extracted.
@@ -230,171 +132,14 @@ def extract_answer(text: str, task: str = "gsm8k", mode: str = "flexible") -> st
         >>> extract_answer(r"\\boxed{2} no wait \\boxed{3}", task="math", mode="first")
         '2'
     """
-    return _extract(text, task, mode)[0]
-
-
-# --------------------------------------------------------------------------------------------
-# Comparison
-# --------------------------------------------------------------------------------------------
-
-
-def _to_number(text: str) -> float | None:
-    text = _clean_number(text)
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        return float(Fraction(text))
-    except (ValueError, ZeroDivisionError):
-        return None
-
-
-def _numbers_equal(pred: str, gold: str) -> bool:
-    p, g = _to_number(pred), _to_number(gold)
-    if p is None or g is None:
-        return _clean_number(pred).lower() == _clean_number(gold).lower()
-    return math.isclose(p, g, rel_tol=0, abs_tol=_ABS_TOL)
-
-
-def _wrap(gold: str, pred: str) -> tuple[str, str]:
-    """Gold in ``$...$`` (bare MATH answers parse wrongly otherwise), prediction in a box."""
-    return f"${gold}$", f"\\boxed{{{pred}}}"
-
-
-def _math_verify_here(gold_text: str, pred_text: str) -> bool:
-    """Run math-verify in this (main) thread with its ``signal.alarm`` timeouts; gold first."""
-    from math_verify import parse, verify
-
-    return bool(verify(parse(gold_text), parse(pred_text)))
-
-
-#: Source of the worker process used off the main thread. It imports only math-verify, reads
-#: ``[gold_text, pred_text]`` JSON lines on stdin and answers ``true``/``false`` lines.
-_WORKER_CODE = """
-import json, logging, sys
-out, sys.stdout = sys.stdout, sys.stderr
-logging.getLogger("math_verify").setLevel(logging.ERROR)
-from math_verify import parse, verify
-out.write("ready\\n"); out.flush()
-for line in sys.stdin:
-    gold, pred = json.loads(line)
-    try:
-        ok = verify(parse(gold, parsing_timeout=None), parse(pred, parsing_timeout=None),
-                    timeout_seconds=None)
-    except Exception:
-        ok = False
-    out.write(json.dumps(bool(ok)) + "\\n"); out.flush()
-"""
-_WORKER_START_TIMEOUT_S = 120.0
-
-
-class _VerifyWorker:
-    """A long-lived ``python -c`` child that runs math-verify without signals.
-
-    A plain subprocess (not ``multiprocessing``) so that it works from notebooks and from
-    scripts without an ``if __name__ == "__main__"`` guard, and never forks a threaded process.
-    """
-
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", _WORKER_CODE],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            encoding="utf-8",
-            bufsize=1,
-        )
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._pump, name="sprint-lab-verify-reader", daemon=True).start()
-        try:
-            ready = self._read(_WORKER_START_TIMEOUT_S) == "ready"
-        except (TimeoutError, RuntimeError):
-            ready = False
-        if not ready:
-            self.close()
-            raise RuntimeError("the math-verify worker process failed to start")
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line.strip())
-        self.lines.put(None)
-
-    def _read(self, timeout_s: float) -> str | None:
-        try:
-            line = self.lines.get(timeout=timeout_s)
-        except queue.Empty as exc:
-            raise TimeoutError from exc
-        if line is None:
-            raise RuntimeError("the math-verify worker process exited unexpectedly")
-        return line
-
-    def verify(self, gold_text: str, pred_text: str, timeout_s: float) -> bool:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps([gold_text, pred_text]) + "\n")
-        self.proc.stdin.flush()
-        return self._read(timeout_s) == "true"
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-
-
-_WORKER_LOCK = threading.Lock()
-_WORKER: _VerifyWorker | None = None
-
-
-def _close_worker() -> None:
-    global _WORKER
-    if _WORKER is not None:
-        _WORKER.close()
-        _WORKER = None
-
-
-def _shutdown_worker() -> None:
-    with _WORKER_LOCK:
-        _close_worker()
-
-
-atexit.register(_shutdown_worker)
-
-
-def _verify_off_main_thread(gold_text: str, pred_text: str, timeout_s: float) -> bool | None:
-    global _WORKER
-    with _WORKER_LOCK:  # one request at a time; the worker is created lazily and reused
-        if _WORKER is None:
-            _WORKER = _VerifyWorker()
-        try:
-            return _WORKER.verify(gold_text, pred_text, timeout_s)
-        except TimeoutError:
-            _close_worker()  # it may be stuck in sympy: kill it, the next call starts a new one
-            return None
-        except (RuntimeError, OSError):
-            _close_worker()
-            raise
-
-
-def _math_equal(gold: str, pred: str, timeout_s: float) -> bool | None:
-    """math-verify equality; ``None`` when the check timed out off the main thread.
-
-    On the main thread math-verify's own ``signal.alarm`` timeouts are used (a timeout there
-    counts as not equal). Elsewhere (threads, widget callbacks) signals are unavailable, so the
-    check runs in a reused worker process with ``parsing_timeout=None, timeout_seconds=None``
-    and is abandoned, and the worker killed, after ``timeout_s`` seconds.
-    """
-    gold_text, pred_text = _wrap(gold, pred)
-    if threading.current_thread() is threading.main_thread():
-        return _math_verify_here(gold_text, pred_text)
-    return _verify_off_main_thread(gold_text, pred_text, timeout_s)
+    return _extract(text, task, mode)[1]
 
 
 def grade(
     completion: str,
     problem: Problem | str,
     task: str | None = None,
-    mode: str = "flexible",
+    mode: str | None = "flexible",
     *,
     timeout_s: float = 10.0,
 ) -> Verdict:
@@ -409,9 +154,9 @@ def grade(
     Args:
         completion: The model's completion (without the prompt).
         problem: A :class:`Problem`, or the gold answer as a string.
-        task: ``"gsm8k"``, ``"arith"`` or ``"math"``; default ``problem.task`` (or ``"gsm8k"``
-            for a plain gold string).
-        mode: Extraction mode (see :func:`extract_answer`).
+        task: A grader or task name (``"gsm8k"``, ``"arith"``, ``"math"``, ...); default
+            ``problem.task`` (or ``"gsm8k"`` for a plain gold string).
+        mode: Extraction mode (see :func:`extract_answer`); ``None``: the task's default.
         timeout_s: Time limit for one math-verify check off the main thread.
 
     Returns:
@@ -426,13 +171,11 @@ def grade(
     """
     gold = problem.answer if isinstance(problem, Problem) else str(problem)
     if task is None:
-        task = problem.task if isinstance(problem, Problem) else "gsm8k"
-    extracted, extractor = _extract(completion, task, mode)
+        task = problem.task if isinstance(problem, Problem) else DEFAULT_GRADER
+    grader, extracted, extractor = _extract(completion, task, mode)
     if extracted is None:
         return Verdict(False, None, "none")
-    if task != "math":
-        return Verdict(_numbers_equal(extracted, gold), extracted, extractor)
-    equal = _math_equal(gold, extracted, timeout_s)
+    equal = grader.equal(gold, extracted, timeout_s)
     if equal is None:
         return Verdict(False, extracted, "timeout")
     return Verdict(equal, extracted, extractor)
@@ -442,7 +185,7 @@ def is_correct(
     completion: str,
     problem: Problem | str,
     task: str | None = None,
-    mode: str = "flexible",
+    mode: str | None = "flexible",
     *,
     timeout_s: float = 10.0,
 ) -> bool:

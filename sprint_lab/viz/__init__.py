@@ -1,25 +1,50 @@
-"""Figures (plotly, one house style), static export, and the HTML sweep report."""
+"""Figures (plotly, one house style), static export, and the HTML sweep report.
 
-from sprint_lab.viz.figures import (
+One module per figure family, all styled by :mod:`sprint_lab.viz.style`:
+
+    style           the template, palette and labels (:func:`apply_style`)
+    heatmap         per-head accuracy deltas on a layers x heads grid
+    comparison      pass@N / majority@N curves per selection strategy
+    selector_figs   selector training curves, head preferences, embedding map
+    importance_fig  an importance proxy against measured deltas
+    export          :func:`save_figure` (PNG/SVG/PDF via kaleido + Chromium, or HTML)
+    browser         locating the Chromium that kaleido drives
+    report          the self-contained HTML sweep report
+"""
+
+from sprint_lab.viz.comparison import pass_at_n_curves
+from sprint_lab.viz.export import DEFAULT_HEIGHT, DEFAULT_SCALE, DEFAULT_WIDTH, save_figure
+from sprint_lab.viz.heatmap import heatmap
+from sprint_lab.viz.importance_fig import importance_vs_delta
+from sprint_lab.viz.report import format_top_heads, top_heads_table, write_report
+from sprint_lab.viz.selector_figs import embedding_map, question_head_preferences, selector_history
+from sprint_lab.viz.style import (
+    METRIC_LABELS,
+    OKABE_ITO,
+    STRATEGY_COLORS,
+    STRATEGY_LABELS,
+    TEMPLATE,
     apply_style,
-    embedding_map,
-    heatmap,
-    importance_vs_delta,
-    pass_at_n_curves,
-    question_head_preferences,
-    save_figure,
-    selector_history,
 )
-from sprint_lab.viz.report import write_report
 
 __all__ = [
+    "DEFAULT_HEIGHT",
+    "DEFAULT_SCALE",
+    "DEFAULT_WIDTH",
+    "METRIC_LABELS",
+    "OKABE_ITO",
+    "STRATEGY_COLORS",
+    "STRATEGY_LABELS",
+    "TEMPLATE",
     "apply_style",
     "embedding_map",
+    "format_top_heads",
     "heatmap",
     "importance_vs_delta",
     "pass_at_n_curves",
     "question_head_preferences",
     "save_figure",
     "selector_history",
+    "top_heads_table",
     "write_report",
 ]

@@ -2,7 +2,7 @@
 
 Kaleido 1.x no longer bundles a browser: it drives an installed Chrome or Chromium
 through choreographer. This helper finds one in a predictable order so that
-:func:`sprint_lab.viz.figures.save_figure` can point kaleido at it explicitly.
+:func:`sprint_lab.viz.export.save_figure` can point kaleido at it explicitly.
 
 Example:
     >>> from sprint_lab.viz.browser import find_browser
@@ -15,7 +15,14 @@ import os
 import shutil
 from pathlib import Path
 
-__all__ = ["BROWSER_ENV_VAR", "BROWSER_NAMES", "INSTALL_HINT", "find_browser", "require_browser"]
+__all__ = [
+    "BROWSER_ENV_VAR",
+    "BROWSER_NAMES",
+    "INSTALL_HINT",
+    "downloaded_chrome",
+    "find_browser",
+    "require_browser",
+]
 
 BROWSER_ENV_VAR = "BROWSER_PATH"
 """Environment variable (also honoured by kaleido/choreographer) that overrides the search."""
@@ -43,8 +50,13 @@ def _is_executable(path: str | os.PathLike[str]) -> bool:
     return p.is_file() and os.access(p, os.X_OK)
 
 
-def _choreographer_download() -> str | None:
-    """Return a Chrome downloaded by ``kaleido_get_chrome`` / ``plotly_get_chrome``, if any."""
+def downloaded_chrome() -> str | None:
+    """A Chrome downloaded by ``kaleido_get_chrome`` / ``plotly_get_chrome``, if any.
+
+    Returns:
+        The executable's path, or ``None`` when none was downloaded (or choreographer's
+        download location cannot be read).
+    """
     try:
         from choreographer.cli._cli_utils import get_chrome_download_path  # private API
     except Exception:  # noqa: BLE001 - optional, best effort
@@ -79,7 +91,7 @@ def find_browser() -> str | None:
         found = shutil.which(name)
         if found and _is_executable(found):
             return str(Path(found).absolute())
-    return _choreographer_download()
+    return downloaded_chrome()
 
 
 def require_browser() -> str:

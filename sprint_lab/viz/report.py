@@ -1,7 +1,18 @@
 """A self-contained HTML report of a sweep: the heat map, the top heads, the settings.
 
 The page embeds plotly.js, so it opens offline and can be attached to a lab notebook or an
-issue as a single file.
+issue as a single file. It shows the sweep's settings, the baseline accuracy, the per-head
+delta heat map (:func:`~sprint_lab.viz.heatmap.heatmap`) and a table of the heads whose pruning
+helps most (:meth:`~sprint_lab.sweeps.result.SweepResult.top_heads`) with their CI, p and q. A
+cancelled sweep gets an *incomplete* banner. Every value taken from the sweep's settings is
+HTML-escaped, so a model name or prompt cannot inject markup.
+
+Example:
+    >>> t = pd.DataFrame({"question_id": ["a", "a", "b", "b"], "config": ["none", "L0H1"] * 2,
+    ...                   "layer": [-1, 0, -1, 0], "head": [-1, 1, -1, 1],
+    ...                   "correct": [True, False, True, True]})
+    >>> top_heads_table(SweepResult(t))[["config", "n", "delta"]].values.tolist()
+    [['L0H1', 2, -0.5]]
 """
 
 from __future__ import annotations
@@ -12,7 +23,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from sprint_lab.core.heads import BASELINE
 from sprint_lab.sweeps.result import SweepResult
+from sprint_lab.viz.heatmap import heatmap
 
 _STYLE = """
 body { font-family: Arial, Helvetica, sans-serif; margin: 2em auto; max-width: 1100px; }
@@ -25,11 +38,19 @@ td:first-child, th:first-child { text-align: left; }
 
 
 def top_heads_table(result: SweepResult, n: int = 10) -> pd.DataFrame:
-    """The ``n`` heads with the largest accuracy delta, with CI, p and q, ready to print."""
-    deltas = result.deltas()
-    if deltas.empty:
-        return deltas
-    top = deltas.sort_values(["delta", "q_value"], ascending=[False, True]).head(n)
+    """The ``n`` heads with the largest accuracy delta, with CI, p and q, ready to print.
+
+    Args:
+        result: the sweep.
+        n: how many heads.
+
+    Returns:
+        Columns ``config``, ``n``, ``baseline_accuracy``, ``accuracy``, ``delta``, ``ci_low``,
+        ``ci_high``, ``p_value``, ``q_value``; largest delta first (ties: smallest q).
+    """
+    top = result.top_heads(n)
+    if top.empty:
+        return top
     return top[
         [
             "config",
@@ -46,7 +67,14 @@ def top_heads_table(result: SweepResult, n: int = 10) -> pd.DataFrame:
 
 
 def format_top_heads(result: SweepResult, n: int = 10) -> str:
-    """The top heads as aligned text, for the terminal."""
+    """The top heads as aligned text, for the terminal.
+
+    Example:
+        >>> t = pd.DataFrame({"question_id": ["a", "a"], "config": ["none", "L0H1"],
+        ...                   "layer": [-1, 0], "head": [-1, 1], "correct": [True, True]})
+        >>> format_top_heads(SweepResult(t)).split()[:3]
+        ['config', 'n', 'baseline_accuracy']
+    """
     table = top_heads_table(result, n)
     if table.empty:
         return "(no pruned heads in this sweep)"
@@ -59,11 +87,22 @@ def format_top_heads(result: SweepResult, n: int = 10) -> str:
 def write_report(result: SweepResult, path: str | os.PathLike, *, top: int = 15) -> Path:
     """Write the HTML report and return its path.
 
-    Example:
-        >>> write_report(SweepResult.load("results/"), "report.html")   # doctest: +SKIP
-    """
-    from sprint_lab.viz.figures import heatmap
+    Args:
+        result: the sweep (complete or not).
+        path: the HTML file to write; parent folders are created.
+        top: how many heads the top-heads table lists.
 
+    Returns:
+        The written path.
+
+    Example:
+        >>> import os, tempfile
+        >>> t = pd.DataFrame({"question_id": ["a", "a"], "config": ["none", "L0H1"],
+        ...                   "layer": [-1, 0], "head": [-1, 1], "correct": [True, False]})
+        >>> out = write_report(SweepResult(t), os.path.join(tempfile.mkdtemp(), "report.html"))
+        >>> "Top 15 heads" in out.read_text(encoding="utf-8")
+        True
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure = heatmap(result)
@@ -73,7 +112,7 @@ def write_report(result: SweepResult, path: str | os.PathLike, *, top: int = 15)
         for k in ("model", "dtype", "prompt", "max_new_tokens", "grade_mode")
         if k in meta
     )
-    base = result.table[result.table["config"] == "none"]["correct"]
+    base = result.table[result.table["config"] == BASELINE]["correct"]
     n_questions = result.table["question_id"].nunique()
     body = [
         "<h1>sprint_lab sweep report</h1>",

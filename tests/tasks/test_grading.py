@@ -1,4 +1,4 @@
-"""Tests for sprint_lab.tasks.grading: extraction rules, numeric and math-verify grading, threads."""
+"""Tests for sprint_lab.tasks.grading and graders: extraction, numeric and math-verify, threads."""
 
 from __future__ import annotations
 
@@ -6,13 +6,15 @@ import threading
 
 import pytest
 
-from sprint_lab.tasks import grading
+import sprint_lab.tasks.verify as verify
+from sprint_lab.tasks.graders import GRADERS, Grader, get_grader, register_grader
 from sprint_lab.tasks.grading import (
     Verdict,
     boxed_contents,
     cut_run_on,
     extract_answer,
     grade,
+    grader_for,
     is_correct,
     last_boxed_content,
 )
@@ -146,6 +148,41 @@ def test_bad_task_and_mode() -> None:
         grade("1", "1", task="gsm8k", mode="first")
 
 
+def test_task_names_pick_their_grader() -> None:
+    # registered tasks grade like their grader; the grader's own name works too
+    assert grader_for("arith")[0].name == "gsm8k"
+    assert grader_for("math500")[0].name == "math"
+    assert grade(r"\boxed{0.5}", r"\frac12", task="math500") == Verdict(True, "0.5", "boxed:last")
+    assert grade("#### 7", "7", task="arith", mode="strict") == Verdict(True, "7", "strict:####")
+    assert extract_answer(r"\boxed{2} \boxed{3}", task="math", mode=None) == "3"
+    with pytest.raises(ValueError, match="Unknown task 'mmlu': expected one of gsm8k, math"):
+        grader_for("mmlu")
+
+
+def test_register_grader() -> None:
+    exact = Grader(
+        "exact_text",
+        ("flexible",),
+        extract=lambda text, mode: (text.strip() or None, "exact"),
+        equal=lambda gold, pred, timeout_s: gold == pred,
+    )
+    register_grader(exact)
+    try:
+        assert get_grader("exact_text") is exact
+        assert grade(" yes ", "yes", task="exact_text") == Verdict(True, "yes", "exact")
+        assert grade("no", "yes", task="exact_text") == Verdict(False, "no", "exact")
+        with pytest.raises(ValueError, match="already registered"):
+            register_grader(exact)
+        with pytest.raises(ValueError, match="Unknown mode 'strict' for task 'exact_text'"):
+            grade("yes", "yes", task="exact_text", mode="strict")
+    finally:
+        del GRADERS["exact_text"]
+    with pytest.raises(ValueError, match="Unknown grader 'exact_text'"):
+        get_grader("exact_text")
+    with pytest.raises(ValueError, match="at least one mode"):
+        register_grader(Grader("empty", (), extract=exact.extract, equal=exact.equal))
+
+
 def test_box_helpers() -> None:
     text = r"a \boxed{x^{2}} b \fbox{\{1\}} c \boxed{} d $\boxed 4$ e \boxed{\frac{1}{2}"
     assert boxed_contents(text) == ["x^{2}", r"\{1\}", "4"]
@@ -207,12 +244,12 @@ def test_math_grading_off_the_main_thread() -> None:
 
 
 def test_off_thread_timeout_counts_as_incorrect(monkeypatch: pytest.MonkeyPatch) -> None:
-    grading._shutdown_worker()
+    verify.shutdown_worker()
     stuck = "import sys, time\nprint('ready', flush=True)\nsys.stdin.readline()\ntime.sleep(600)\n"
-    monkeypatch.setattr(grading, "_WORKER_CODE", stuck)
+    monkeypatch.setattr(verify, "WORKER_CODE", stuck)
     try:
         verdict = _run_in_thread(lambda: grade(r"\boxed{1}", "1", task="math", timeout_s=0.5))
         assert verdict == Verdict(False, "1", "timeout")
-        assert grading._WORKER is None  # the stuck worker was killed
+        assert not verify.worker_running()  # the stuck worker was killed
     finally:
-        grading._shutdown_worker()
+        verify.shutdown_worker()

@@ -1,4 +1,4 @@
-"""Tests for sprint_lab.tasks.problems (loaders, subsets, errors) and sprint_lab.tasks.arith (generator)."""
+"""Tests for sprint_lab.tasks.problems (loaders, subsets, errors) and sprint_lab.tasks.arith."""
 
 from __future__ import annotations
 
@@ -163,6 +163,19 @@ def test_malformed_json_line(tmp_path: Path) -> None:
     )
     with pytest.raises(ProblemFormatError, match=r"bad\.jsonl: line 2: malformed JSON"):
         load_problems(path)
+
+
+def test_non_utf8_file_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.jsonl"
+    good = json.dumps({"question": "q", "answer": "1"}).encode()
+    bad = json.dumps({"question": "Caf\u00e9?", "answer": "1"}, ensure_ascii=False)
+    path.write_bytes(good + b"\n" + good + b"\n" + bad.encode("latin-1") + b"\n")
+    with pytest.raises(ProblemFormatError, match=r"latin1\.jsonl: line 3: not valid UTF-8"):
+        load_problems(path)
+    _write_jsonl(tmp_path / "gsm8k" / "test.jsonl", ["{}"])
+    (tmp_path / "gsm8k" / "test.jsonl").write_bytes(b"\xff\xfe{}\n")
+    with pytest.raises(ProblemFormatError, match=r"test\.jsonl: line 1: not valid UTF-8"):
+        load_problems("gsm8k", data_dir=tmp_path)
 
 
 def test_missing_field(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Tests for sprint_lab.widgets.panels and sprint_lab.widgets.util: set values, click, inspect the output.
+"""Tests for the sprint_lab.widgets panels and their helpers: set values, click, inspect output.
 
 Model-backed tests use the embedded SmolLM2-135M (``embedded_model`` fixture) with two or three
 questions, one layer, two or three heads and <= 8 new tokens.
@@ -19,28 +19,16 @@ from sprint_lab.core.gate import mask_for
 from sprint_lab.core.heads import Head
 from sprint_lab.generation.generator import generate
 from sprint_lab.selection.selector import SprintSelector
-from sprint_lab.sweeps.result import SweepResult
+from sprint_lab.sweeps.result import SweepResult, planned_deltas
 from sprint_lab.tasks.problems import Problem
 from sprint_lab.tasks.prompts import get_template
-from sprint_lab.widgets.panels import (
-    CUSTOM,
-    HeatmapExplorer,
-    QuestionInspector,
-    SelectorTrainer,
-    SweepPanel,
-    figure_widget,
-    model_lock,
-    sync_figure,
-)
-from sprint_lab.widgets.util import (
-    diff_sides,
-    frame_html,
-    head_outcomes,
-    parse_indices,
-    planned_deltas,
-    word_diff,
-    word_diff_html,
-)
+from sprint_lab.widgets.heatmap_explorer import HeatmapExplorer
+from sprint_lab.widgets.html import diff_sides, frame_html, word_diff, word_diff_html
+from sprint_lab.widgets.jobs import model_lock
+from sprint_lab.widgets.live_figure import figure_widget, sync_figure
+from sprint_lab.widgets.question_inspector import CUSTOM, QuestionInspector
+from sprint_lab.widgets.selector_trainer import SelectorTrainer
+from sprint_lab.widgets.sweep_panel import SweepPanel, parse_indices
 
 PROMPT = "chat_gsm8k"
 
@@ -131,7 +119,7 @@ def _selector_sweep() -> tuple[pd.DataFrame, list[Problem]]:
     return pd.DataFrame(rows, columns=["question_id", "config", "correct"]), problems
 
 
-# --------------------------------------------------------------------------- panels_util
+# --------------------------------------------------------------------------- helpers
 
 
 def test_parse_indices_forms_and_errors():
@@ -180,13 +168,13 @@ def test_planned_deltas_keeps_full_grid_while_partial():
 
 def test_head_outcomes_and_frame_html():
     result = _synthetic_result()
-    out = head_outcomes(result, "L1H2", _problems())
+    out = SweepResult.coerce(result).outcomes("L1H2", _problems())
     assert out["question_id"].tolist() == [f"q{i}" for i in range(6)]
     assert out["changed"].tolist() == [True, True, True, False, False, False]
     assert out.loc[0, "pruned_extracted"] == "99" and out.loc[0, "baseline_extracted"] == "1"
     assert out.loc[0, "gold"] == "1" and "Tom has 2 apples" in out.loc[0, "question"]
     with pytest.raises(ValueError, match="no rows for L5H0"):
-        head_outcomes(result, "L5H0")
+        SweepResult.coerce(result).outcomes("L5H0")
     page = frame_html(out)
     assert page.count("</tr>") == 7 and "✓" in page and "✗" in page
 

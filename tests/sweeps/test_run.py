@@ -1,4 +1,4 @@
-"""The sweep runner: deterministic, resumable, with honest paired statistics."""
+"""The sweep runner: deterministic, resumable, executor-agnostic, with honest paired statistics."""
 
 from __future__ import annotations
 
@@ -7,7 +7,17 @@ import threading
 import pandas as pd
 import pytest
 
-from sprint_lab import SweepResult, all_heads, load_problems, sweep
+from sprint_lab import (
+    BASELINE,
+    Executor,
+    LocalExecutor,
+    SweepResult,
+    all_heads,
+    load_problems,
+    sweep,
+)
+from sprint_lab.sweeps.batch import BatchRunner
+from sprint_lab.sweeps.executor import RowSink, SweepJob, resolve_executor
 from sprint_lab.viz.report import write_report
 
 SETTINGS = dict(max_new_tokens=12, batch_size=6, progress=False)
@@ -31,7 +41,7 @@ def full(embedded_model, problems, heads):
 def test_table_shape_and_columns(full, problems, heads):
     table = full.table
     assert len(table) == len(problems) * (len(heads) + 1)
-    assert list(table["config"].unique()) == ["none"] + [h.label for h in heads]
+    assert list(table["config"].unique()) == [BASELINE] + [h.label for h in heads]
     assert not table.duplicated(["question_id", "config"]).any()
     for column in [
         "question_id",
@@ -110,6 +120,58 @@ def test_store_refuses_overwrite_and_mixed_settings(embedded_model, problems, he
         sweep(embedded_model, problems[:1], heads[:1], out=out, resume=False, **SETTINGS)
     with pytest.raises(ValueError, match="max_new_tokens"):
         sweep(embedded_model, problems[:1], heads[:1], out=out, **{**SETTINGS, "max_new_tokens": 5})
+
+
+class LastBatchFirst:
+    """A minimal executor written against the protocol: same batches, delivered in reverse."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def run(self, job: SweepJob, items, sink: RowSink) -> bool:
+        runner = BatchRunner(
+            job.model, job.problems, prompt=job.template, max_new_tokens=job.max_new_tokens,
+            grade_mode=job.grade_mode,
+        )  # fmt: skip
+        batches = [items[i : i + job.batch_size] for i in range(0, len(items), job.batch_size)]
+        for batch in reversed(batches):
+            if job.cancelled():
+                return False
+            sink.emit(runner.run(batch), tag="custom-")
+            self.calls += 1
+        return True
+
+
+def test_custom_executor_gives_the_local_table(embedded_model, problems, heads, full, tmp_path):
+    custom = LastBatchFirst()
+    assert isinstance(custom, Executor)
+    seen = []
+    result = sweep(
+        embedded_model, problems, heads, executor=custom, out=tmp_path,
+        callback=lambda p: seen.append(p.done), **SETTINGS,
+    )  # fmt: skip
+    n_batches = -(-len(full.table) // SETTINGS["batch_size"])
+    assert custom.calls == n_batches and seen[-1] == len(full.table)
+    assert result.complete
+    pd.testing.assert_frame_equal(result.table, full.table)
+    pd.testing.assert_frame_equal(SweepResult.load(tmp_path).table, full.table)
+    assert all(p.name.startswith("part-custom-") for p in tmp_path.glob("part-*.parquet"))
+
+
+def test_local_executor_object_equals_the_name(embedded_model, problems, heads, full):
+    again = sweep(embedded_model, problems, heads, executor=LocalExecutor(), **SETTINGS)
+    pd.testing.assert_frame_equal(again.table, full.table)
+
+
+def test_executor_names_resolve_lazily():
+    assert isinstance(resolve_executor("local"), LocalExecutor)
+    assert type(resolve_executor("ray")).__name__ == "RayExecutor"
+    executor = LocalExecutor(attention="bridge")
+    assert resolve_executor(executor) is executor
+    with pytest.raises(ValueError, match="unknown executor 'dask'"):
+        resolve_executor("dask")
+    with pytest.raises(ValueError, match="run"):
+        resolve_executor(object())
 
 
 def test_bad_heads_raise(embedded_model, problems):

@@ -1,0 +1,258 @@
+"""Executors: what runs a sweep's remaining work items, and the shared code they report to.
+
+:func:`~sprint_lab.sweeps.run.sweep` validates its arguments, opens the store, plans the
+(configuration, question) pairs still to do and hands them, with a :class:`SweepJob` that carries
+every setting, to an :class:`Executor`. An executor only has to turn work items into graded rows
+(:data:`~sprint_lab.sweeps.result.COLUMNS`, built with :func:`~sprint_lab.sweeps.result.make_row`)
+and pass each finished group of rows to :meth:`RowSink.emit`, which appends them to the store,
+advances the progress bar and calls the user's callback. So an executor can run the model
+in-process (:class:`LocalExecutor`), on a pool of Ray actors
+(:class:`~sprint_lab.sweeps.ray.RayExecutor`), or send prompts, stop strings and pruned heads to
+a serving engine, and storing, resuming, progress and cancellation behave the same.
+
+Executors are named in a registry of dotted paths (:data:`EXECUTORS`), imported only when a
+sweep asks for one by name, so ``import sprint_lab`` never imports Ray.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import pandas as pd
+
+from sprint_lab.core.heads import Head
+from sprint_lab.sweeps.batch import BatchRunner, WorkItem
+from sprint_lab.sweeps.result import SweepResult
+from sprint_lab.sweeps.rows import order_table
+from sprint_lab.sweeps.store import SweepStore
+from sprint_lab.tasks.prompts import PromptTemplate
+
+if TYPE_CHECKING:
+    from sprint_lab.core.model import LabModel
+    from sprint_lab.tasks.problems import Problem
+
+EXECUTORS: dict[str, str] = {
+    "local": "sprint_lab.sweeps.executor:LocalExecutor",
+    "ray": "sprint_lab.sweeps.ray:RayExecutor",
+}
+"""Executor names accepted by ``sweep(executor=...)``, as ``"module:Class"`` paths."""
+
+
+@dataclass
+class SweepProgress:
+    """Passed to a sweep's ``callback`` after every batch."""
+
+    done: int
+    total: int
+    new_rows: pd.DataFrame
+    result: Callable[[], SweepResult] = field(repr=False)
+
+
+@dataclass
+class SweepJob:
+    """Everything an executor needs to know about one sweep.
+
+    Attributes:
+        model: the driver's model (an executor may load its own copies from its name).
+        problems: the questions; ``WorkItem.question_index`` indexes them.
+        heads: the candidate heads (the baseline is implied).
+        template: the prompt template.
+        max_new_tokens: generation limit per answer (greedy decoding).
+        grade_mode: answer extraction mode (see :mod:`sprint_lab.tasks.grading`).
+        batch_size: rows per forward pass (or per shard).
+        progress: show a tqdm progress bar.
+        callback: called with a :class:`SweepProgress` after each group of rows.
+        cancel: when set, stop handing out work; rows in flight are still stored.
+        store: the Parquet store rows are appended to, or ``None``.
+        meta: the sweep's settings, recorded with the result.
+    """
+
+    model: LabModel
+    problems: Sequence[Problem]
+    heads: Sequence[Head]
+    template: PromptTemplate
+    max_new_tokens: int = 256
+    grade_mode: str = "flexible"
+    batch_size: int = 32
+    progress: bool = True
+    callback: Callable[[SweepProgress], None] | None = None
+    cancel: threading.Event | None = None
+    store: SweepStore | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        """Pairs in the whole sweep: every question under the baseline and each head."""
+        return len(self.problems) * (len(self.heads) + 1)
+
+    def cancelled(self) -> bool:
+        """Whether the ``cancel`` event is set."""
+        return self.cancel is not None and self.cancel.is_set()
+
+    def stop_strings(self) -> list[str]:
+        """The template's stop strings for this model (what a serving engine is sent)."""
+        return list(self.template.stop_strings(self.model.tokenizer))
+
+
+class RowSink:
+    """Where executors deliver finished rows: the store, the progress bar, the callback.
+
+    Args:
+        job: the sweep.
+        pending: how many work items the executor is given (the rest are already stored).
+
+    Attributes:
+        decorate: applied to every result this sink builds (an executor adds its counters).
+
+    Example:
+        >>> job = SweepJob(model, problems[:1], [], sl.get_template("fewshot_cot"), progress=False)
+        >>> rows = BatchRunner(model, problems[:1], max_new_tokens=2).run([WorkItem("none", 0)])
+        >>> with RowSink(job, pending=1) as sink:
+        ...     sink.emit(rows)
+        ...     print(sink.done, sink.result(True))
+        1 SweepResult(1 rows: 1 questions x 1 configurations)
+    """
+
+    def __init__(self, job: SweepJob, pending: int) -> None:
+        self.job = job
+        self.done = job.total - pending
+        self.frames: list[pd.DataFrame] = []
+        self.decorate: Callable[[SweepResult], SweepResult] = lambda result: result
+        self._bar: Any = None
+
+    def __enter__(self) -> RowSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def open_progress(self, desc: str = "sweep") -> None:
+        """Show the progress bar (when the job asks for one), starting at the stored rows."""
+        if self.job.progress and self._bar is None:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=self.job.total, initial=self.done, desc=desc, unit="answer")
+
+    def set_postfix(self, **values: Any) -> None:
+        """Extra facts shown after the bar (e.g. live workers)."""
+        if self._bar is not None:
+            self._bar.set_postfix(refresh=False, **values)
+
+    def emit(self, rows: pd.DataFrame, *, tag: str = "") -> None:
+        """Store one finished group of rows, advance the bar and call the callback.
+
+        Args:
+            rows: graded rows (:data:`~sprint_lab.sweeps.result.COLUMNS`).
+            tag: prefix of the part file's name (e.g. ``"ray-"``).
+        """
+        if self.job.store is not None:
+            self.job.store.append(rows, tag=tag)
+        self.frames.append(rows)
+        self.done += len(rows)
+        if self._bar is not None:
+            self._bar.update(len(rows))
+        if self.job.callback is not None:
+            progress = SweepProgress(self.done, self.job.total, rows, lambda: self.result(False))
+            self.job.callback(progress)
+
+    def result(self, complete: bool) -> SweepResult:
+        """The result so far: the store's rows (if any), else the emitted ones, in sweep order."""
+        if self.job.store is not None:
+            table = self.job.store.read()
+        else:
+            table = pd.concat(self.frames, ignore_index=True) if self.frames else pd.DataFrame()
+        table = order_table(table, self.job.problems, self.job.heads)
+        return self.decorate(SweepResult(table, self.job.meta, complete=complete))
+
+    def close(self) -> None:
+        """Close the progress bar."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Runs a sweep's remaining work items and delivers their rows to a :class:`RowSink`.
+
+    An implementation generates an answer for each (configuration, question) pair (the
+    configuration's heads pruned), grades it into a row, and calls ``sink.emit(rows)`` for each
+    finished group. It checks ``job.cancelled()`` between groups.
+    """
+
+    def run(self, job: SweepJob, items: Sequence[WorkItem], sink: RowSink) -> bool:
+        """Run ``items``; return ``False`` when cancelled before all were done."""
+        ...
+
+
+@dataclass
+class LocalExecutor:
+    """Runs the sweep in this process, ``job.batch_size`` pairs per generation call.
+
+    Args:
+        prefix_cache_entries: how many (prefix, configuration) KV caches to keep.
+        attention: attention path for generation (``"auto"``, ``"shared_prefix"``, ``"bridge"``).
+
+    Example:
+        >>> sl.sweep(model, problems[:2], ["L0H1"], max_new_tokens=4, progress=False,
+        ...          executor=LocalExecutor(attention="bridge"))
+        SweepResult(4 rows: 2 questions x 2 configurations)
+    """
+
+    prefix_cache_entries: int = 8
+    attention: str = "auto"
+
+    def run(self, job: SweepJob, items: Sequence[WorkItem], sink: RowSink) -> bool:
+        """Generate and grade ``items`` batch by batch; ``False`` when cancelled."""
+        runner = BatchRunner(
+            job.model, job.problems, prompt=job.template, max_new_tokens=job.max_new_tokens,
+            grade_mode=job.grade_mode, prefix_cache_entries=self.prefix_cache_entries,
+            attention=self.attention,
+        )  # fmt: skip
+        sink.open_progress("sweep")
+        items = list(items)
+        for start in range(0, len(items), job.batch_size):
+            if job.cancelled():
+                return False
+            sink.emit(runner.run(items[start : start + job.batch_size]))
+        return True
+
+
+def register_executor(name: str, path: str) -> None:
+    """Make ``sweep(executor=name)`` build the class at ``path`` (``"package.module:Class"``).
+
+    Example:
+        >>> register_executor("inline", "sprint_lab.sweeps.executor:LocalExecutor")
+        >>> type(resolve_executor("inline")).__name__
+        'LocalExecutor'
+    """
+    EXECUTORS[name] = path
+
+
+def resolve_executor(executor: str | Executor | None) -> Executor:
+    """An executor object from a registered name (built with its defaults) or an object.
+
+    Raises:
+        ValueError: for an unknown name, or an object without a ``run`` method.
+
+    Example:
+        >>> resolve_executor("local")
+        LocalExecutor(prefix_cache_entries=8, attention='auto')
+    """
+    if executor is None:
+        return LocalExecutor()
+    if isinstance(executor, str):
+        if executor not in EXECUTORS:
+            names = " or ".join(repr(name) for name in EXECUTORS)
+            raise ValueError(f"unknown executor {executor!r}; use {names}")
+        module_name, _, class_name = EXECUTORS[executor].partition(":")
+        return getattr(importlib.import_module(module_name), class_name)()
+    if not isinstance(executor, Executor):
+        raise ValueError(
+            f"an executor needs a run(job, items, sink) method; got {type(executor).__name__}"
+        )
+    return executor

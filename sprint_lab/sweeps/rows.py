@@ -1,0 +1,200 @@
+"""The row schema of a sweep: one row per (question, configuration), whichever executor ran it.
+
+Every executor builds its rows with :func:`make_row` (so the local loop, Ray actors and any
+serving engine produce the same :data:`COLUMNS`), and :func:`order_table` puts a table in sweep
+order (baseline first, then heads; questions in problem order) with one dtype per column, so a
+table reads the same whatever batches, shards or part files its rows came from.
+:class:`~sprint_lab.sweeps.result.SweepResult` is the table's view.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import pandas as pd
+
+from sprint_lab.core.heads import BASELINE, Head, is_baseline
+
+if TYPE_CHECKING:
+    from sprint_lab.tasks.problems import Problem
+
+__all__ = [
+    "COLUMNS",
+    "DELTA_COLUMNS",
+    "GROUP_COLUMNS",
+    "OUTCOME_COLUMNS",
+    "REQUIRED_COLUMNS",
+    "CompletionLike",
+    "VerdictLike",
+    "config_position",
+    "group_columns",
+    "make_row",
+    "order_table",
+]
+
+COLUMNS = [
+    "question_id",
+    "config",
+    "layer",
+    "head",
+    "completion",
+    "extracted",
+    "correct",
+    "n_tokens",
+    "finish_reason",
+    "extractor",
+]
+"""The columns of every sweep row (then :data:`GROUP_COLUMNS` when the problems have them)."""
+
+GROUP_COLUMNS = ("level", "subject")
+"""Optional problem attributes copied into the rows when any problem has them."""
+
+REQUIRED_COLUMNS = ("question_id", "config", "correct")
+"""What a table needs to be read as a sweep (:meth:`SweepResult.coerce`)."""
+
+DELTA_COLUMNS = [
+    "config",
+    "layer",
+    "head",
+    "n",
+    "accuracy",
+    "baseline_accuracy",
+    "delta",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "q_value",
+]
+"""Columns of :meth:`SweepResult.deltas`."""
+
+OUTCOME_COLUMNS = [
+    "question_id", "question", "gold", "baseline_correct", "pruned_correct", "baseline_extracted",
+    "pruned_extracted", "changed",
+]  # fmt: skip
+"""Columns of :meth:`SweepResult.outcomes`."""
+
+
+@runtime_checkable
+class CompletionLike(Protocol):
+    """What :func:`make_row` reads from a generated answer (any executor's completion)."""
+
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def n_tokens(self) -> int: ...
+
+    @property
+    def finish_reason(self) -> str: ...
+
+
+@runtime_checkable
+class VerdictLike(Protocol):
+    """What :func:`make_row` reads from a grading verdict."""
+
+    @property
+    def correct(self) -> bool: ...
+
+    @property
+    def extracted(self) -> Any: ...
+
+    @property
+    def extractor(self) -> str: ...
+
+
+def config_position(config: str) -> tuple[int, int]:
+    """The ``(layer, head)`` columns of a configuration: ``(-1, -1)`` for the baseline.
+
+    Example:
+        >>> config_position("none"), config_position("L3H5")
+        ((-1, -1), (3, 5))
+    """
+    if is_baseline(config):
+        return -1, -1
+    head = Head.parse(config)
+    return head.layer, head.head
+
+
+def group_columns(problems: Sequence[Problem]) -> list[str]:
+    """The :data:`GROUP_COLUMNS` that at least one problem has a value for.
+
+    Example:
+        >>> from types import SimpleNamespace as NS
+        >>> group_columns([NS(level=1), NS(level=None, subject=None)])
+        ['level']
+    """
+    return [c for c in GROUP_COLUMNS if any(getattr(p, c, None) is not None for p in problems)]
+
+
+def make_row(
+    problem: Problem,
+    config: str,
+    completion: CompletionLike,
+    verdict: VerdictLike,
+    groups: Sequence[str] = (),
+) -> dict[str, Any]:
+    """One sweep row: ``problem`` answered under ``config``, graded.
+
+    Args:
+        problem: the question (``.id`` and the ``groups`` attributes are read).
+        config: the configuration label (``"none"`` or ``"L3H5"``).
+        completion: the generated answer (``.text``, ``.n_tokens``, ``.finish_reason``).
+        verdict: its grade (``.correct``, ``.extracted``, ``.extractor``).
+        groups: the :data:`GROUP_COLUMNS` to copy (see :func:`group_columns`).
+
+    Example:
+        >>> from types import SimpleNamespace as NS
+        >>> row = make_row(problems[0], "L0H1", NS(text="4", n_tokens=2, finish_reason="stop"),
+        ...                NS(correct=True, extracted="4", extractor="last_number"), ["level"])
+        >>> row["layer"], row["head"], row["correct"], list(row)[-1]
+        (0, 1, True, 'level')
+    """
+    layer, head = config_position(config)
+    row = {
+        "question_id": problem.id,
+        "config": config,
+        "layer": layer,
+        "head": head,
+        "completion": completion.text,
+        "extracted": verdict.extracted,
+        "correct": bool(verdict.correct),
+        "n_tokens": completion.n_tokens,
+        "finish_reason": completion.finish_reason,
+        "extractor": verdict.extractor,
+    }
+    for column in groups:
+        row[column] = getattr(problem, column, None)
+    return row
+
+
+def order_table(
+    table: pd.DataFrame, problems: Sequence[Any] | None = None, heads: Sequence[Head] | None = None
+) -> pd.DataFrame:
+    """Sort rows by configuration (baseline first, then heads) and question order."""
+    if table.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    table = table.copy()
+    if heads is not None:
+        config_rank = {label: i for i, label in enumerate([BASELINE] + [h.label for h in heads])}
+    else:
+        config_rank = {BASELINE: -1}
+    if problems is not None:
+        question_rank = {p.id: i for i, p in enumerate(problems)}
+    else:
+        question_rank = {q: i for i, q in enumerate(sorted(table["question_id"].unique()))}
+    table["_c"] = [
+        config_rank.get(c, len(config_rank) + layer * 10_000 + head)
+        for c, layer, head in zip(table["config"], table["layer"], table["head"], strict=True)
+    ]
+    table["_q"] = table["question_id"].map(question_rank.get).fillna(len(question_rank))
+    table = table.sort_values(["_c", "_q", "question_id"], kind="stable")
+    table = table.drop(columns=["_c", "_q"]).reset_index(drop=True)
+    table["layer"] = table["layer"].astype("int64")
+    table["head"] = table["head"].astype("int64")
+    table["n_tokens"] = table["n_tokens"].astype("int64")
+    table["correct"] = table["correct"].astype(bool)
+    for column in table.columns:  # text columns: one dtype whichever batches the rows came from
+        if table[column].dtype == object:
+            table[column] = table[column].infer_objects()
+    return table
