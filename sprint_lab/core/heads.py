@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from sprint_lab.core.boundary import no_type_check
+
 _LABEL = re.compile(r"^\s*L(\d+)\s*H(\d+)\s*$", re.IGNORECASE)
 
 BASELINE = "none"
@@ -26,6 +28,7 @@ CONFIG_SEPARATOR = "+"
 """Joins the head labels of a multi-head configuration: ``"L3H5+L7H2"``."""
 
 
+@no_type_check  # validates its fields itself (bools, floats, negatives -> ValueError)
 @dataclass(frozen=True, order=True)
 class Head:
     """One query head: ``Head(layer=3, head=5)`` is labelled ``"L3H5"``.
@@ -69,6 +72,7 @@ class Head:
         return self.label
 
 
+@no_type_check  # reads user input of any type; unreadable items -> ValueError naming them
 def as_heads(heads: Iterable[Head | str | tuple[int, int]]) -> list[Head]:
     """Normalise heads given as ``Head``, labels or ``(layer, head)`` pairs.
 

@@ -20,6 +20,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from sprint_lab.core.boundary import no_type_check
 from sprint_lab.selection.encoder_cache import QuestionEncoder, as_texts
 
 __all__ = ["ResidualEncoder"]
@@ -70,6 +71,7 @@ class ResidualEncoder(QuestionEncoder):
         torch.Size([2, 64])
     """
 
+    @no_type_check  # checks layer itself: bools, floats, out-of-range -> ValueError
     def __init__(
         self,
         lab_model: Any,

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import pandas as pd
 
+from sprint_lab.core.boundary import no_type_check
 from sprint_lab.core.heads import Head
 from sprint_lab.sweeps.batch import BatchRunner, WorkItem
 from sprint_lab.sweeps.result import SweepResult
@@ -233,6 +234,7 @@ def register_executor(name: str, path: str) -> None:
     EXECUTORS[name] = path
 
 
+@no_type_check  # validates any object a user passes as executor=, naming what it got
 def resolve_executor(executor: str | Executor | None) -> Executor:
     """An executor object from a registered name (built with its defaults) or an object.
 

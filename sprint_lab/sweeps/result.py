@@ -19,7 +19,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -47,6 +47,11 @@ __all__ = [
     "SweepResult",
     "planned_deltas",
 ]
+
+
+def _rows(table: pd.DataFrame, keep: Any) -> pd.DataFrame:
+    """The rows of ``table`` where the boolean ``keep`` is true (typed as a DataFrame)."""
+    return cast(pd.DataFrame, table.loc[keep])
 
 
 def _paired_delta(
@@ -331,7 +336,7 @@ class SweepResult:
             return pd.DataFrame(columns=columns)
         if by is not None and by not in table.columns:
             raise ValueError(f"cannot break down by {by!r}: the sweep has no such column")
-        base = _correct_by_question(table[table["config"] == BASELINE])
+        base = _correct_by_question(_rows(table, table["config"] == BASELINE))
         if base.empty:
             raise ValueError(f"the sweep has no baseline ({BASELINE!r}) rows to compare against")
         groups = [(None, table)] if by is None else list(table.groupby(by, sort=True))
@@ -341,7 +346,12 @@ class SweepResult:
             frame = pd.DataFrame(
                 [
                     _paired_delta(
-                        str(config), _correct_by_question(rows), base, n_boot, level, seed
+                        str(config),
+                        _correct_by_question(cast(pd.DataFrame, rows)),
+                        base,
+                        n_boot,
+                        level,
+                        seed,
                     )
                     for config, rows in pruned
                 ]
@@ -355,7 +365,7 @@ class SweepResult:
             frames.append(frame)
         if not frames:
             return pd.DataFrame(columns=columns)
-        out = pd.concat(frames, ignore_index=True)[columns]
+        out = cast(pd.DataFrame, pd.concat(frames, ignore_index=True)[columns])
         sort = ([by] if by else []) + ["layer", "head"]
         return out.sort_values(sort, kind="stable").reset_index(drop=True)
 
@@ -363,7 +373,7 @@ class SweepResult:
         """Heads whose pruning helps most (largest delta, then smallest q)."""
         deltas = self.deltas()
         if alpha is not None:
-            deltas = deltas[deltas["q_value"] <= alpha]
+            deltas = _rows(deltas, deltas["q_value"] <= alpha)
         return deltas.sort_values(["delta", "q_value"], ascending=[False, True]).head(n)
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -471,7 +481,7 @@ def planned_deltas(
     )
     table = getattr(result, "table", None)
     deltas = pd.DataFrame(columns=DELTA_COLUMNS)
-    if table is not None and len(table) and (table["config"] == BASELINE).any():
+    if result is not None and table is not None and (table["config"] == BASELINE).any():
         deltas = result.deltas(**deltas_kwargs)
     values = deltas.drop(columns=["layer", "head"]).set_index("config")
     merged = plan.join(values, on="config")
@@ -479,4 +489,4 @@ def planned_deltas(
     for column in DELTA_COLUMNS:
         if column not in ("config", "layer", "head", "n"):
             merged[column] = merged[column].astype(float)
-    return merged[DELTA_COLUMNS].reset_index(drop=True)
+    return cast(pd.DataFrame, merged[DELTA_COLUMNS]).reset_index(drop=True)
