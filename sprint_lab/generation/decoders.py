@@ -35,6 +35,7 @@ from sprint_lab.generation.attention_swap import (
     shared_prefix_attention,
     shared_prefix_supported,
 )
+from sprint_lab.generation.invariant import prefix_state
 from sprint_lab.generation.kv import (
     PrefixEntry,
     cache_layers,
@@ -227,7 +228,7 @@ class SharedPrefixDecoder:
         """See :meth:`Decoder.compute_prefix`."""
         device = self.model.device
         ids = torch.tensor([list(prefix_ids)] * n, device=device)
-        state = SharedPrefixState(
+        state = prefix_state(
             self.model.n_layers, torch.arange(n, device=device), None, len(prefix_ids)
         )
         state.begin(torch.ones_like(ids, dtype=torch.bool))
@@ -253,7 +254,7 @@ class SharedPrefixDecoder:
             slot = {key: i for i, key in enumerate(groups)}
             row_group = torch.tensor([slot[key] for key in mask_keys], device=device)
             prefix = stack_entries(entries, groups)
-        self.state = SharedPrefixState(self.model.n_layers, row_group, prefix, capacity)
+        self.state = prefix_state(self.model.n_layers, row_group, prefix, capacity)
         self.state.begin(body_mask.to(device=device, dtype=torch.bool))
         return self._run(ids, positions, self.state)
 

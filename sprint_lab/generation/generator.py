@@ -17,6 +17,7 @@ This module checks the arguments, tokenizes the prompts into rows and hands batc
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,11 +26,14 @@ from typing import cast
 import torch
 from torch import Tensor
 
+from sprint_lab.core.errors import InputError
 from sprint_lab.core.gate import MaskBatch, validate_mask
 from sprint_lab.core.model import LabModel
 from sprint_lab.generation.batch import Batch, DecodeSettings, Finished, Row
 from sprint_lab.generation.decoders import resolve_attention
+from sprint_lab.generation.invariant import batch_invariant
 from sprint_lab.generation.kv import PrefixCache
+from sprint_lab.generation.limits import check_prompt_chars, check_token_counts
 from sprint_lab.generation.sampling import Sampler
 from sprint_lab.generation.stopping import StopRule, eos_ids
 
@@ -79,7 +83,7 @@ def _split(prompt: Prompt) -> tuple[str, str]:
         return "", prompt
     if isinstance(prompt, tuple) and len(prompt) == 2:
         return prompt[0], prompt[1]
-    raise ValueError(f"a prompt is a string or a (prefix, suffix) pair, got {type(prompt)!r}")
+    raise InputError(f"a prompt is a string or a (prefix, suffix) pair, got {type(prompt)!r}")
 
 
 def normalise_masks(
@@ -88,7 +92,7 @@ def normalise_masks(
     """Distinct masks ``[k, n_layers, n_heads]`` and, per prompt, the index of its mask.
 
     Raises:
-        ValueError: for a mask of the wrong shape, or a mask count that is neither 1 nor
+        InputError: for a mask of the wrong shape, or a mask count that is neither 1 nor
             ``n_prompts``.
 
     Example:
@@ -100,12 +104,18 @@ def normalise_masks(
     if head_masks is None:
         return torch.ones(1, model.n_layers, model.n_heads), [0] * n_prompts
     if isinstance(head_masks, list | tuple):
-        head_masks = torch.stack([validate_mask(model, torch.as_tensor(m)) for m in head_masks])
+        checked = []
+        for i, mask in enumerate(head_masks):
+            try:
+                checked.append(validate_mask(model, torch.as_tensor(mask)))
+            except InputError as err:
+                raise InputError(f"head_masks[{i}]: {err}") from None
+        head_masks = torch.stack(checked)
     masks = validate_mask(model, torch.as_tensor(head_masks))
     if masks.dim() == 2:
         return masks[None], [0] * n_prompts
     if masks.shape[0] != n_prompts:
-        raise ValueError(
+        raise InputError(
             f"got {masks.shape[0]} head masks for {n_prompts} prompts: "
             "pass one mask, or one per prompt"
         )
@@ -183,9 +193,9 @@ def _progress(
 
 def _check_counts(num_samples: int, max_new_tokens: int) -> None:
     if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        raise InputError(f"num_samples must be >= 1, got {num_samples}")
     if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        raise InputError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
 
 
 def generate(
@@ -206,6 +216,7 @@ def generate(
     prefix_cache: PrefixCache | None = None,
     progress: bool | Callable[[int], None] = False,
     attention: str = "auto",
+    deterministic: bool = False,
 ) -> list[Completion]:
     """Generate completions, each prompt under its own head mask, in batches.
 
@@ -241,12 +252,20 @@ def generate(
             unless the model cannot use it or a hook is attached to an attention-internal point
             (see :func:`~sprint_lab.generation.attention_swap.bridge_only_hooks`).
             ``use_cache=False`` always uses the bridge.
+        deterministic: batch-invariant generation (:mod:`sprint_lab.generation.invariant`):
+            a prompt's tokens do not depend on which other prompts share its batch, the batch
+            size or the thread count. Needs the shared-prefix path and the KV cache.
 
     Returns:
         ``len(prompts) * num_samples`` :class:`Completion` objects, prompt-major.
 
     Raises:
-        ValueError: for bad counts, mask shapes, prompts or an unusable ``attention``.
+        InputError: (a ``ValueError``) for bad counts, mask shapes or values (NaN/inf), sampling
+            settings (a negative temperature, ``top_p`` outside ``(0, 1]``, a negative
+            ``top_k``), prompts or an unusable ``attention``; all are checked before any
+            forward pass.
+        PromptTooLongError: (an ``InputError``) when a prompt's tokens plus ``max_new_tokens``
+            exceed the model's context (:mod:`sprint_lab.generation.limits`).
 
     Example:
         >>> out = generate(model, ["Q: 2+3=?\\nA:"], max_new_tokens=3, num_samples=2)
@@ -256,9 +275,19 @@ def generate(
     # a 2-tuple is one (prefix, suffix) prompt, not a sequence of two prompts
     prompt_list = [cast(Prompt, prompts)] if isinstance(prompts, str | tuple) else list(prompts)
     _check_counts(num_samples, max_new_tokens)
+    sampler = Sampler(temperature, top_k, top_p)  # checks the sampling settings
+    split = [_split(prompt) for prompt in prompt_list]
+    check_prompt_chars(model, [a + b for a, b in split], max_new_tokens)  # before tokenizing
+    resolved = resolve_attention(model, attention)
+    if deterministic and (resolved != "shared_prefix" or not use_cache):
+        raise InputError(
+            f"deterministic=True needs the shared-prefix attention path with the KV cache; "
+            f"this call resolved attention={attention!r} to {resolved!r} with "
+            f"use_cache={use_cache}; pass deterministic=False to run it anyway"
+        )
     settings = DecodeSettings(
-        attention=resolve_attention(model, attention),
-        sampler=Sampler(temperature, top_k, top_p),
+        attention=resolved,
+        sampler=sampler,
         rule=StopRule.build(model.tokenizer, stop, eos_ids(model), max_new_tokens),
         use_cache=use_cache,
         reuse_prefix=reuse_prefix,
@@ -266,8 +295,11 @@ def generate(
     )
     masks, mask_of_prompt = normalise_masks(model, head_masks, len(prompt_list))
     rows = make_rows(model, prompt_list, mask_of_prompt, num_samples, settings.sampler, seed)
+    first_rows = rows[::num_samples]  # one row per prompt (rows are prompt-major)
+    check_token_counts(model, [len(row.ids) for row in first_rows], max_new_tokens)
     completions: list[Completion] = []
-    with _progress(progress, len(rows)) as advance, torch.inference_mode():
+    invariance = batch_invariant(model) if deterministic else contextlib.nullcontext()
+    with _progress(progress, len(rows)) as advance, torch.inference_mode(), invariance:
         for start in range(0, len(rows), batch_size):
             chunk = rows[start : start + batch_size]
             done = Batch(model, chunk, masks, settings).run()

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from jaxtyping import Float
 
+from sprint_lab.core.heads import is_placebo
 from sprint_lab.importance.proxies import ImportanceResult
 from sprint_lab.sweeps.result import SweepResult
 
@@ -81,11 +82,16 @@ def rank_correlation(
 
 
 def _against(deltas: Any) -> pd.DataFrame:
+    """The heads' ``layer``, ``head`` and ``delta``; placebo and baseline rows left out."""
     deltas = SweepResult.deltas_of(deltas)
     missing = {"layer", "head", "delta"} - set(deltas.columns)
     if missing:
         raise ValueError(f"deltas lacks columns {sorted(missing)} (use SweepResult.deltas())")
-    return deltas[["layer", "head", "delta"]].astype({"layer": "int64", "head": "int64"})
+    keep = (pd.to_numeric(deltas["layer"]) >= 0) & (pd.to_numeric(deltas["head"]) >= 0)
+    if "config" in deltas.columns:
+        keep &= ~deltas["config"].astype(str).map(is_placebo).astype(bool)
+    heads = deltas.loc[keep, ["layer", "head", "delta"]]
+    return heads.astype({"layer": "int64", "head": "int64"})
 
 
 def _signed_pairs(merged: pd.DataFrame) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
@@ -115,7 +121,8 @@ def correlate(importance: ImportanceResult, deltas: Any) -> pd.DataFrame:
     Args:
         importance: an :class:`~sprint_lab.importance.proxies.ImportanceResult`.
         deltas: ``SweepResult.deltas()`` (columns ``layer``, ``head``, ``delta``) or a
-            ``SweepResult``. Heads present in both are compared.
+            ``SweepResult``. Heads present in both are compared; placebo rows (``config``
+            ``"none~1"``, ...) and rows at a negative layer or head are left out.
 
     Returns:
         One row per (proxy, against): ``proxy``, ``against``, ``n`` (heads compared),

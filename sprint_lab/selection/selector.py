@@ -26,8 +26,10 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +41,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from sprint_lab.core.errors import InputError
 from sprint_lab.core.heads import Head, as_heads
 from sprint_lab.selection.encoders import get_encoder
 from sprint_lab.selection.training import (
@@ -51,7 +54,7 @@ from sprint_lab.selection.training import (
 )
 from sprint_lab.sweeps.result import SweepResult
 
-__all__ = ["SprintSelector", "correctness_matrix", "sweep_table"]
+__all__ = ["SprintSelector", "correctness_matrix", "heads_checksum", "sweep_table"]
 
 _WEIGHTS = "selector.safetensors"
 _CONFIG = "config.json"
@@ -62,6 +65,45 @@ _HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "train_top1_hit", "val_to
 
 def _extra_columns(row: Mapping[str, Any]) -> list[str]:
     return [c for c in row if c not in _HISTORY_COLUMNS]
+
+
+def heads_checksum(labels: Sequence[str]) -> str:
+    """SHA-256 of the ordered head labels joined by ``","``, as saved in a selector's config.
+
+    Row ``i`` of the saved head vectors belongs to head ``i``, so the checksum ties the order of
+    the config's ``heads`` list to the weights: a reordered or edited list no longer matches.
+
+    Example:
+        >>> heads_checksum(["L0H0", "L0H1"]) == heads_checksum(["L0H1", "L0H0"])
+        False
+        >>> len(heads_checksum(["L0H0", "L0H1"]))
+        64
+    """
+    return hashlib.sha256(",".join(labels).encode("utf-8")).hexdigest()
+
+
+def _saved_heads(config: Mapping[str, Any], config_file: Path) -> list[str]:
+    """The config's head labels, checked against its ``heads_sha256`` (warns when absent)."""
+    heads = config.get("heads")
+    if not isinstance(heads, list) or not heads:
+        raise InputError(f"{config_file}: 'heads' must be a non-empty list of head labels")
+    labels = [h.label for h in as_heads(heads)]
+    saved = config.get("heads_sha256")
+    if saved is None:
+        warnings.warn(
+            f"{config_file} has no heads_sha256 (saved by an older sprint_lab), so the order of "
+            "its 'heads' cannot be checked against the saved head vectors; save the selector "
+            "again to add the checksum",
+            stacklevel=3,
+        )
+    elif saved != heads_checksum(labels):
+        raise InputError(
+            f"{config_file}: the order of 'heads' does not match the saved head embeddings "
+            "(heads_sha256 differs: the list was reordered or edited since it was saved), so "
+            "the learned head vectors would score the wrong heads; restore the saved 'heads' "
+            "list or fit and save the selector again"
+        )
+    return labels
 
 
 # ---------------------------------------------------------------------------- sweep tables
@@ -577,6 +619,9 @@ class SprintSelector:
         """Write the selector to a directory: ``selector.safetensors``, ``config.json``,
         ``history.parquet``.
 
+        ``config.json`` records the candidate heads in the order of the head-vector rows and
+        their :func:`heads_checksum` (``heads_sha256``), which :meth:`load` verifies.
+
         Example:
             >>> from types import SimpleNamespace as P
             >>> probs = [P(id=str(i), question=f"q{i}") for i in range(8)]
@@ -599,6 +644,7 @@ class SprintSelector:
         config = {
             "format_version": _FORMAT_VERSION,
             "heads": self.labels,
+            "heads_sha256": heads_checksum(self.labels),
             "encoder": self.encoder_name,
             "enc_dim": self.enc_dim_,
             "dim": self.dim,
@@ -628,6 +674,14 @@ class SprintSelector:
                 works as is; a residual encoder needs ``lab_model``).
             lab_model: the language model, for a saved ``residual:<layer>`` encoder.
 
+        Raises:
+            FileNotFoundError: if ``path`` holds no ``config.json``.
+            InputError: (a ``ValueError``) naming ``config.json`` when its ``heads`` list no longer
+                matches its ``heads_sha256`` (reordered or edited, so the saved head vectors
+                would score the wrong heads), when it lists a different number of heads than
+                ``selector.safetensors`` has head vectors, or for an unknown format. A config
+                without ``heads_sha256`` (an older save) loads with a warning.
+
         Example:
             >>> from types import SimpleNamespace as P
             >>> probs = [P(id=str(i), question=f"q{i}") for i in range(8)]
@@ -644,16 +698,28 @@ class SprintSelector:
         from safetensors.torch import load_file
 
         folder = Path(path)
-        if not (folder / _CONFIG).is_file():
+        config_file = folder / _CONFIG
+        if not config_file.is_file():
             raise FileNotFoundError(f"{folder} has no {_CONFIG}: not a saved SprintSelector")
-        config = json.loads((folder / _CONFIG).read_text())
+        config = json.loads(config_file.read_text())
         if config.get("format_version") != _FORMAT_VERSION:
-            raise ValueError(f"unsupported selector format {config.get('format_version')}")
+            raise InputError(
+                f"{config_file}: unsupported selector format {config.get('format_version')!r} "
+                f"(this sprint_lab reads format {_FORMAT_VERSION})"
+            )
+        labels = _saved_heads(config, config_file)
+        weights = load_file(str(folder / _WEIGHTS))
+        rows = weights.get("head_vectors")
+        if rows is not None and rows.shape[0] != len(labels):
+            raise InputError(
+                f"{config_file} lists {len(labels)} heads but {folder / _WEIGHTS} holds "
+                f"{rows.shape[0]} head vectors: the config does not belong to these weights"
+            )
         spec = config["encoder"] if encoder is None else encoder
         if isinstance(spec, str) and lab_model is not None:
             spec = get_encoder(spec, lab_model=lab_model)
         sel = cls(
-            config["heads"],
+            labels,
             encoder=spec,
             dim=config["dim"],
             temperature=config["temperature"],
@@ -666,7 +732,7 @@ class SprintSelector:
         if given is not None and int(given) != enc_dim:
             raise ValueError(f"encoder dim {given} != the saved selector's input dim {enc_dim}")
         net = SelectorNet(enc_dim, sel.dim, len(sel.heads), sel.temperature, sel.seed)
-        net.load_state_dict(load_file(str(folder / _WEIGHTS)))
+        net.load_state_dict(weights)
         sel.net_ = net.eval()
         sel.enc_dim_ = enc_dim
         sel.report_ = dict(config["report"])

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from sprint_lab.core.gate import masks_for
-from sprint_lab.core.heads import BASELINE, Head, parse_config
+from sprint_lab.core.heads import Head, parse_config
 from sprint_lab.generation.generator import generate
 from sprint_lab.generation.kv import PrefixCache
-from sprint_lab.sweeps.rows import group_columns, make_row
+from sprint_lab.sweeps.rows import config_labels, group_columns, make_row
 from sprint_lab.tasks.grading import grade
 from sprint_lab.tasks.prompts import get_template
 
@@ -38,20 +38,11 @@ class WorkItem:
     question_index: int
 
 
-def config_labels(heads: Sequence[Head]) -> list[str]:
-    """``["none", "L0H0", ...]``: the baseline first, then each head's label.
-
-    Example:
-        >>> config_labels([Head(0, 1)])
-        ['none', 'L0H1']
-    """
-    return [BASELINE] + [head.label for head in heads]
-
-
 def plan(
     problems: Sequence[Problem],
     heads: Sequence[Head],
     done: set[tuple[str, str]] | frozenset[tuple[str, str]] = frozenset(),
+    placebos: int = 0,
 ) -> list[WorkItem]:
     """The work still to do, configuration-major (baseline first), skipping ``done`` pairs.
 
@@ -63,7 +54,7 @@ def plan(
     """
     return [
         WorkItem(config, q)
-        for config in config_labels(heads)
+        for config in config_labels(heads, placebos)
         for q, problem in enumerate(problems)
         if (problem.id, config) not in done
     ]
@@ -82,6 +73,7 @@ class BatchRunner:
         reuse_prefix: reuse the shared few-shot prefix's KV cache (off only to measure its gain).
         attention: attention path for :func:`~sprint_lab.generation.generator.generate` (``"auto"``,
             ``"shared_prefix"`` or ``"bridge"``).
+        deterministic: batch-invariant generation (:mod:`sprint_lab.generation.invariant`).
 
     Example:
         >>> runner = BatchRunner(model, problems, max_new_tokens=4)
@@ -101,9 +93,11 @@ class BatchRunner:
         prefix_cache_entries: int = 8,
         reuse_prefix: bool = True,
         attention: str = "auto",
+        deterministic: bool = False,
     ) -> None:
         self.model = model
         self.attention = attention
+        self.deterministic = deterministic
         self.problems = list(problems)
         self.template = get_template(prompt)
         self.max_new_tokens = max_new_tokens
@@ -127,6 +121,7 @@ class BatchRunner:
             prefix_cache=self.prefix_cache,
             reuse_prefix=self.reuse_prefix,
             attention=self.attention,
+            deterministic=self.deterministic,
         )
         records = []
         for item, completion in zip(items, completions, strict=True):

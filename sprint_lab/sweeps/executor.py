@@ -28,7 +28,7 @@ from sprint_lab.core.boundary import no_type_check
 from sprint_lab.core.heads import Head
 from sprint_lab.sweeps.batch import BatchRunner, WorkItem
 from sprint_lab.sweeps.result import SweepResult
-from sprint_lab.sweeps.rows import order_table
+from sprint_lab.sweeps.rows import config_labels, order_table
 from sprint_lab.sweeps.store import SweepStore
 from sprint_lab.tasks.prompts import PromptTemplate
 
@@ -69,7 +69,10 @@ class SweepJob:
         callback: called with a :class:`SweepProgress` after each group of rows.
         cancel: when set, stop handing out work; rows in flight are still stored.
         store: the Parquet store rows are appended to, or ``None``.
-        meta: the sweep's settings, recorded with the result.
+        meta: the sweep's settings, recorded with the result; its ``fingerprints`` (question
+            id -> fingerprint, :mod:`sprint_lab.sweeps.identity`) are stamped on every row.
+        placebos: unpruned configurations run as if pruned (``"none~1"``, ...).
+        deterministic: batch-invariant generation (:mod:`sprint_lab.generation.invariant`).
     """
 
     model: LabModel
@@ -84,15 +87,29 @@ class SweepJob:
     cancel: threading.Event | None = None
     store: SweepStore | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    placebos: int = 0
+    deterministic: bool = False
+
+    @property
+    def configs(self) -> list[str]:
+        """Every configuration of the sweep, in run order (baseline, heads and placebos)."""
+        return config_labels(self.heads, self.placebos)
 
     @property
     def total(self) -> int:
-        """Pairs in the whole sweep: every question under the baseline and each head."""
-        return len(self.problems) * (len(self.heads) + 1)
+        """Pairs in the whole sweep: every question under every configuration."""
+        return len(self.problems) * len(self.configs)
 
     def cancelled(self) -> bool:
         """Whether the ``cancel`` event is set."""
         return self.cancel is not None and self.cancel.is_set()
+
+    def stamp(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """``rows`` with the ``fingerprint`` column of their questions (when the job has them)."""
+        prints = self.meta.get("fingerprints")
+        if not prints or rows.empty:
+            return rows
+        return rows.assign(fingerprint=rows["question_id"].map(prints))
 
     def stop_strings(self) -> list[str]:
         """The template's stop strings for this model (what a serving engine is sent)."""
@@ -150,6 +167,7 @@ class RowSink:
             rows: graded rows (:data:`~sprint_lab.sweeps.result.COLUMNS`).
             tag: prefix of the part file's name (e.g. ``"ray-"``).
         """
+        rows = self.job.stamp(rows)
         if self.job.store is not None:
             self.job.store.append(rows, tag=tag)
         self.frames.append(rows)
@@ -161,12 +179,19 @@ class RowSink:
             self.job.callback(progress)
 
     def result(self, complete: bool) -> SweepResult:
-        """The result so far: the store's rows (if any), else the emitted ones, in sweep order."""
+        """The result so far, in sweep order: the store's rows of this sweep's plan (with the
+        expected fingerprints) if there is a store, else the emitted rows.
+
+        ``complete`` is what the executor reports, and is ``False`` whenever a planned pair is
+        missing.
+        """
         if self.job.store is not None:
-            table = self.job.store.read()
+            prints = self.job.meta.get("fingerprints")
+            table = self.job.store.read(prints, self.job.configs)
         else:
             table = pd.concat(self.frames, ignore_index=True) if self.frames else pd.DataFrame()
         table = order_table(table, self.job.problems, self.job.heads)
+        complete = complete and len(table) == self.job.total
         return self.decorate(SweepResult(table, self.job.meta, complete=complete))
 
     def close(self) -> None:
@@ -196,7 +221,9 @@ class LocalExecutor:
 
     Args:
         prefix_cache_entries: how many (prefix, configuration) KV caches to keep.
-        attention: attention path for generation (``"auto"``, ``"shared_prefix"``, ``"bridge"``).
+        attention: attention path for generation (``"auto"``, ``"shared_prefix"``, ``"bridge"``);
+            the bridge's own attention is not batch-invariant, so it needs
+            ``sweep(..., deterministic=False)``.
 
     Example:
         >>> sl.sweep(model, problems[:2], ["L0H1"], max_new_tokens=4, progress=False,
@@ -212,7 +239,7 @@ class LocalExecutor:
         runner = BatchRunner(
             job.model, job.problems, prompt=job.template, max_new_tokens=job.max_new_tokens,
             grade_mode=job.grade_mode, prefix_cache_entries=self.prefix_cache_entries,
-            attention=self.attention,
+            attention=self.attention, deterministic=job.deterministic,
         )  # fmt: skip
         sink.open_progress("sweep")
         items = list(items)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -24,17 +25,32 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import pandas as pd
 
-from sprint_lab.core.heads import BASELINE, Head, config_label, is_baseline, parse_config
+from sprint_lab.core.heads import (
+    BASELINE,
+    Head,
+    config_label,
+    is_baseline,
+    is_placebo,
+    parse_config,
+)
 from sprint_lab.sweeps.rows import (
     COLUMNS,
     DELTA_COLUMNS,
     OUTCOME_COLUMNS,
     REQUIRED_COLUMNS,
+    config_labels,
     config_position,
     order_table,
 )
-from sprint_lab.sweeps.stats import benjamini_hochberg, mcnemar_exact, paired_bootstrap_ci
-from sprint_lab.sweeps.store import SweepStore
+from sprint_lab.sweeps.stats import (
+    benjamini_hochberg,
+    mcnemar_exact,
+    mcnemar_power,
+    minimum_detectable_effect,
+    paired_bootstrap_ci,
+    required_questions,
+)
+from sprint_lab.sweeps.store import FINGERPRINT, CorruptStoreError, SweepExistsError, SweepStore
 
 if TYPE_CHECKING:
     from sprint_lab.tasks.problems import Problem
@@ -66,18 +82,41 @@ def _paired_delta(
         p_value = mcnemar_exact(b_arr, p_arr)
     else:
         low = high = p_value = float("nan")
-    head = Head.parse(config)
+    layer, head = config_position(config)
     return {
         "config": config,
-        "layer": head.layer,
-        "head": head.head,
+        "layer": layer,
+        "head": head,
         "n": len(common),
         "accuracy": p_arr.mean() if len(common) else float("nan"),
         "baseline_accuracy": b_arr.mean() if len(common) else float("nan"),
         "ci_low": low,
         "ci_high": high,
         "p_value": p_value,
+        "discordance": float((p_arr != b_arr).mean()) if len(common) else float("nan"),
     }
+
+
+def _with_q_and_mde(frame: pd.DataFrame, alpha: float = 0.05, power: float = 0.8) -> pd.DataFrame:
+    """Add BH q-values and the minimum detectable gain, the heads and the placebos apart.
+
+    The heads are one BH family and placebos another, so a placebo never changes a head's q.
+    The MDE is each row's at its ``n``, for the heads' median discordance.
+    """
+    placebo = frame["config"].map(is_placebo).to_numpy(bool)
+    q = np.full(len(frame), np.nan)
+    for members in (~placebo, placebo):
+        if members.any():
+            q[members] = benjamini_hochberg(frame.loc[members, "p_value"].to_numpy(float))
+    heads = frame.loc[~placebo, "discordance"]
+    psi = float(heads.median()) if heads.notna().any() else 0.0
+    m = max(1, int((~placebo).sum()))
+    by_n = {
+        n: minimum_detectable_effect(int(n), psi, n_heads=m, alpha=alpha, power=power)
+        for n in frame["n"].unique()
+    }
+    mde = [by_n[n] for n in frame["n"]]
+    return frame.assign(q_value=q, mde=np.asarray(mde, dtype=float))
 
 
 def _correct_by_question(rows: pd.DataFrame) -> pd.Series:
@@ -85,9 +124,14 @@ def _correct_by_question(rows: pd.DataFrame) -> pd.Series:
     return pd.Series(rows["correct"].to_numpy(), index=pd.Index(rows["question_id"]))
 
 
+def _one_spelling(text: str) -> str:
+    """A configuration label in its one spelling (placebos keep theirs)."""
+    return text.strip() if is_placebo(text) else config_label(parse_config(text))
+
+
 def _normalise_configs(configs: pd.Series) -> pd.Series:
     """Configuration labels in their one spelling (``"l0h1"`` -> ``"L0H1"``)."""
-    labels = {text: config_label(parse_config(text)) for text in configs.astype(str).unique()}
+    labels = {text: _one_spelling(text) for text in configs.astype(str).unique()}
     return configs.astype(str).map(labels)
 
 
@@ -189,10 +233,16 @@ class SweepResult:
 
     @property
     def heads(self) -> list[Head]:
-        """The pruned heads present in the table, in table order."""
+        """The pruned heads present in the table, in table order (placebos left out)."""
         present = self.table["config"] if "config" in self.table.columns else []
-        configs = [c for c in dict.fromkeys(present) if not is_baseline(c)]
+        configs = [c for c in dict.fromkeys(present) if not is_baseline(c) and not is_placebo(c)]
         return [Head.parse(c) for c in configs]
+
+    @property
+    def placebos(self) -> list[str]:
+        """The placebo configurations present (``"none~1"``, ...), in table order."""
+        present = self.table["config"] if "config" in self.table.columns else []
+        return [str(c) for c in dict.fromkeys(present) if is_placebo(c)]
 
     @property
     def layers(self) -> list[int]:
@@ -228,13 +278,13 @@ class SweepResult:
         rows = self.table.loc[:, list(REQUIRED_COLUMNS)].copy()
         rows["config"] = _normalise_configs(rows["config"])
         present = list(dict.fromkeys(rows["config"]))
-        if configs is None:
+        if configs is None:  # the baseline, then the heads (placebos only when asked for)
             wanted = [c for c in present if is_baseline(c)] + [
-                c for c in present if not is_baseline(c)
+                c for c in present if not is_baseline(c) and not is_placebo(c)
             ]
         else:
             wanted = [config_label([c]) if isinstance(c, Head) else str(c) for c in configs]
-            wanted = [config_label(parse_config(c)) for c in wanted]
+            wanted = [_one_spelling(c) for c in wanted]
         absent = [label for label in wanted if label not in present]
         if absent:
             raise ValueError(f"the sweep has no rows for heads {absent}")
@@ -279,7 +329,7 @@ class SweepResult:
             [[True, False, True]]
         """
         table = self.table
-        label = config.label if isinstance(config, Head) else config_label(parse_config(config))
+        label = config.label if isinstance(config, Head) else _one_spelling(config)
         pruned = table[table["config"] == label]
         if pruned.empty:
             raise ValueError(f"the sweep has no rows for {label}")
@@ -325,7 +375,11 @@ class SweepResult:
 
         Returns:
             One row per head (per group): ``config``, ``layer``, ``head``, ``n``, ``accuracy``,
-            ``baseline_accuracy``, ``delta``, ``ci_low``, ``ci_high``, ``p_value``, ``q_value``.
+            ``baseline_accuracy``, ``delta``, ``ci_low``, ``ci_high``, ``p_value``, ``q_value``,
+            ``discordance`` (share of questions whose verdict flips) and ``mde``: the smallest
+            gain this many questions detect with 80% power after BH across the heads, at the
+            sweep's median discordance (:func:`~sprint_lab.sweeps.stats.minimum_detectable_effect`;
+            NaN when no gain is detectable).
 
         Raises:
             ValueError: when the table has no baseline rows, or ``by`` is not a column.
@@ -359,7 +413,7 @@ class SweepResult:
             if frame.empty:
                 continue
             frame["delta"] = frame["accuracy"] - frame["baseline_accuracy"]
-            frame["q_value"] = benjamini_hochberg(frame["p_value"].to_numpy(float))
+            frame = _with_q_and_mde(frame)
             if by is not None:
                 frame[by] = group[0] if isinstance(group, tuple) else group
             frames.append(frame)
@@ -370,16 +424,118 @@ class SweepResult:
         return out.sort_values(sort, kind="stable").reset_index(drop=True)
 
     def top_heads(self, n: int = 10, *, alpha: float | None = None) -> pd.DataFrame:
-        """Heads whose pruning helps most (largest delta, then smallest q)."""
+        """Heads whose pruning helps most (largest delta, then smallest q); no placebos."""
         deltas = self.deltas()
+        deltas = _rows(deltas, ~deltas["config"].map(is_placebo).astype(bool))
         if alpha is not None:
             deltas = _rows(deltas, deltas["q_value"] <= alpha)
         return deltas.sort_values(["delta", "q_value"], ascending=[False, True]).head(n)
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def placebo_check(self) -> pd.DataFrame:
+        """Each placebo against the baseline: how many answers differ, and the accuracy delta.
+
+        A placebo prunes nothing, so every answer that differs from the baseline's was changed by
+        the arithmetic of batching alone (which rows shared its batch, padding, rows leaving);
+        with batch-invariant generation ``mismatched`` is 0 and so is ``delta``.
+
+        Returns:
+            One row per placebo: ``config``, ``n`` (questions both answered), ``mismatched``
+            (completions that differ from the baseline's), ``delta``.
+
+        Example:
+            >>> t = pd.DataFrame({"question_id": ["a", "b"] * 2, "correct": [True, False] * 2,
+            ...                   "config": ["none", "none", "none~1", "none~1"],
+            ...                   "completion": ["4", "7", "4", "8"]})
+            >>> SweepResult.coerce(t).placebo_check().to_dict("records")
+            [{'config': 'none~1', 'n': 2, 'mismatched': 1, 'delta': 0.0}]
+        """
+        columns = ["config", "n", "mismatched", "delta"]
+        table = self.table
+        base = _rows(table, table["config"] == BASELINE).set_index("question_id")
+        records = []
+        for label in self.placebos:
+            rows = _rows(table, table["config"] == label).set_index("question_id")
+            common = rows.index.intersection(base.index)
+            mismatched = -1  # unknown without completions
+            if "completion" in table.columns:
+                differ = rows.loc[common, "completion"] != base.loc[common, "completion"]
+                mismatched = int(differ.sum())
+            records.append(
+                {
+                    "config": label,
+                    "n": len(common),
+                    "mismatched": mismatched,
+                    "delta": float(
+                        rows.loc[common, "correct"].astype(float).mean()
+                        - base.loc[common, "correct"].astype(float).mean()
+                    )
+                    if len(common)
+                    else float("nan"),
+                }
+            )
+        return pd.DataFrame(records, columns=columns)
+
+    def power(self, delta: float = 0.05, *, alpha: float = 0.05, power: float = 0.8) -> pd.Series:
+        """What this sweep can detect: power for a gain of ``delta``, its MDE, questions needed.
+
+        Uses the sweep's questions, baseline accuracy, number of heads (the BH family) and
+        median measured discordance (at least ``|delta|``), with the exact McNemar power of
+        :mod:`~sprint_lab.sweeps.stats`.
+
+        Returns:
+            A Series: ``n_questions``, ``n_heads``, ``baseline_accuracy``, ``discordance``,
+            ``delta``, ``power``, ``mde`` and ``required_questions`` (for ``delta``).
+
+        Example:
+            >>> ids = [f"q{i}" for i in range(40)]
+            >>> t = pd.DataFrame({"question_id": ids * 2, "config": ["none"] * 40 + ["L0H1"] * 40,
+            ...                   "correct": [i % 3 == 0 for i in range(80)]})
+            >>> report = SweepResult.coerce(t).power(0.05)
+            >>> report[["n_questions", "n_heads", "delta"]].tolist()
+            [40.0, 1.0, 0.05]
+            >>> bool(report["power"] < 0.2 and report["required_questions"] > 40)
+            True
+        """
+        deltas = self.deltas(n_boot=1)
+        deltas = _rows(deltas, ~deltas["config"].map(is_placebo).astype(bool))
+        base = _rows(self.table, self.table["config"] == BASELINE)
+        n = len(pd.unique(base["question_id"].to_numpy()))
+        accuracy = float(np.mean(base["correct"].to_numpy(float))) if n else float("nan")
+        flips = deltas["discordance"].to_numpy(float)
+        measured = float(np.median(flips)) if len(flips) else float("nan")
+        psi = max(measured if measured == measured else 0.0, abs(delta))
+        m = max(1, len(deltas))
+        try:
+            needed = float(
+                required_questions(delta, accuracy, n_heads=m, alpha=alpha, power=power,
+                                   discordance=psi)
+            )  # fmt: skip
+        except ValueError:
+            needed = float("nan")
+        return pd.Series(
+            {
+                "n_questions": n,
+                "n_heads": m,
+                "baseline_accuracy": accuracy,
+                "discordance": psi,
+                "delta": delta,
+                "power": mcnemar_power(n, delta, psi, alpha / m),
+                "mde": minimum_detectable_effect(n, psi, n_heads=m, alpha=alpha, power=power),
+                "required_questions": needed,
+            }
+        )
+
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write the table to a Parquet file (``.parquet``) or a store folder; return the path.
 
-        The settings travel in the Parquet schema metadata, so :meth:`load` restores both.
+        The settings travel in the Parquet schema metadata (or the store's ``meta.json``), so
+        :meth:`load` restores both. Saving never destroys: the new file or folder is written
+        under a temporary name and swapped in only once complete, so a failed write keeps what
+        was there; and a file or folder holding *another* sweep (other settings, or unreadable)
+        is replaced only with ``overwrite=True``.
+
+        Raises:
+            SweepExistsError: ``path`` holds a different sweep and ``overwrite`` is off.
 
         Example:
             >>> import tempfile
@@ -388,60 +544,114 @@ class SweepResult:
             >>> SweepResult.load(path).table["correct"].tolist()
             [True]
         """
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         path = Path(path)
+        meta = dict(self.meta)
+        if FINGERPRINT not in self.table.columns:
+            meta.pop("fingerprints", None)  # rows without fingerprints cannot be matched to them
         if path.suffix != ".parquet":
             store = SweepStore(path)
-            if store.has_rows():
-                for part in store.parts():
-                    part.unlink()
-            store.write_meta(self.meta)
-            store.append(self.table, tag="saved-")
+            if path.is_dir() and (store.has_rows() or store.meta_path.exists()):
+                self._refuse_other_sweep(path, lambda: store.read_meta(), overwrite)
+            store.replace_with(self.table, meta)
             return path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        arrow = pa.Table.from_pandas(self.table, preserve_index=False)
-        schema_meta = dict(arrow.schema.metadata or {})
-        schema_meta[b"sprint_lab"] = json.dumps(
-            {"meta": self.meta, "complete": self.complete}, default=str
-        ).encode()
-        pq.write_table(arrow.replace_schema_metadata(schema_meta), path)
+        if path.exists():
+            self._refuse_other_sweep(path, lambda: _parquet_info(path)["meta"], overwrite)
+        _write_parquet(path, self.table, {"meta": meta, "complete": self.complete})
         return path
+
+    def _refuse_other_sweep(self, path: Path, stored_meta: Any, overwrite: bool) -> None:
+        """Raise unless ``path`` holds this sweep (same settings fingerprint) or overwriting."""
+        if overwrite:
+            return
+        try:
+            old = stored_meta()
+        except Exception as error:  # unreadable: it is not known to be this sweep
+            old, reason = None, f"it cannot be read ({error})"
+        else:
+            reason = "it holds a sweep with other settings"
+        ours = self.meta.get("settings_fingerprint")
+        if old is not None and ours is not None and old.get("settings_fingerprint") == ours:
+            return
+        raise SweepExistsError(
+            f"{path} already exists and {reason}; pass overwrite=True to replace it, or save "
+            "to another path"
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SweepResult:
-        """Read a result saved with :meth:`save`, or a sweep's ``out=`` folder."""
-        import pyarrow.parquet as pq
+        """Read a result saved with :meth:`save`, or a sweep's ``out=`` folder.
 
+        Raises:
+            FileNotFoundError: nothing is stored at ``path``.
+            CorruptStoreError: a part, the file or ``meta.json`` is damaged (named).
+        """
         path = Path(path)
         if path.is_dir():
             return cls._load_store(SweepStore(path))
         if not path.is_file():
             raise FileNotFoundError(f"no sweep result at {path}")
-        arrow = pq.read_table(path)
-        extra = (arrow.schema.metadata or {}).get(b"sprint_lab")
-        info = json.loads(extra) if extra else {}
-        return cls(arrow.to_pandas(), info.get("meta", {}), complete=info.get("complete", True))
+        info = _parquet_info(path)
+        try:
+            table = pd.read_parquet(path)
+        except Exception as error:
+            raise CorruptStoreError(path, f"not readable as Parquet ({error})") from None
+        return cls(table, info.get("meta", {}), complete=info.get("complete", True))
 
     @classmethod
     def _load_store(cls, store: SweepStore) -> SweepResult:
+        """The rows of the store's plan (``meta.json``); ``complete`` when every pair is there."""
         if not store.has_rows():
             raise FileNotFoundError(f"{store.path} holds no sweep rows (part-*.parquet)")
         meta = store.read_meta()
-        heads = [Head.parse(h) for h in meta.get("heads", [])] or None
-        problems = None
-        if meta.get("question_ids"):
-            problems = [_Id(q) for q in meta["question_ids"]]
-        table = order_table(store.read(), problems, heads)
-        expected = len(meta.get("question_ids", [])) * (len(meta.get("heads", [])) + 1)
-        return cls(table, meta, complete=not expected or len(table) >= expected)
+        heads = [Head.parse(h) for h in meta.get("heads", [])]
+        question_ids = list(meta.get("question_ids", []))
+        if not question_ids:  # no plan recorded: every stored row
+            return cls(order_table(store.read()), meta, complete=True)
+        configs = config_labels(heads, int(meta.get("placebos", 0)))
+        expected = meta.get("fingerprints")
+        table = store.read(expected, configs)
+        table = _rows(table, table["question_id"].isin(question_ids)) if len(table) else table
+        table = order_table(table, [_Id(q) for q in question_ids], heads)
+        return cls(table, meta, complete=len(table) == len(question_ids) * len(configs))
 
     def equals(self, other: SweepResult) -> bool:
         """Same rows, same values (the settings are not compared)."""
         a = self.table.reset_index(drop=True)
         b = other.table.reset_index(drop=True)
         return a.shape == b.shape and bool(a.equals(b[a.columns]))
+
+
+def _parquet_info(path: Path) -> dict[str, Any]:
+    """The ``sprint_lab`` schema metadata of a saved result file (``{}`` when absent)."""
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+    except Exception as error:  # pyarrow raises OSError, ArrowInvalid, thrift errors
+        raise CorruptStoreError(path, f"not readable as Parquet ({error})") from None
+    extra = (schema.metadata or {}).get(b"sprint_lab")
+    try:
+        return json.loads(extra) if extra else {}
+    except ValueError as error:
+        raise CorruptStoreError(path, f"its sprint_lab metadata is not JSON ({error})") from None
+
+
+def _write_parquet(path: Path, table: pd.DataFrame, info: dict[str, Any]) -> None:
+    """Write ``table`` with ``info`` in the schema metadata: temporary file, then rename."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    schema_meta = dict(arrow.schema.metadata or {})
+    schema_meta[b"sprint_lab"] = json.dumps(info, default=str).encode()
+    tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
+    try:
+        pq.write_table(arrow.replace_schema_metadata(schema_meta), tmp)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class _Id:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import pandas as pd
 
-from sprint_lab.core.heads import BASELINE, Head, is_baseline
+from sprint_lab.core.heads import BASELINE, Head, is_baseline, is_placebo, placebo_label
 
 if TYPE_CHECKING:
     from sprint_lab.tasks.problems import Problem
@@ -27,6 +27,7 @@ __all__ = [
     "REQUIRED_COLUMNS",
     "CompletionLike",
     "VerdictLike",
+    "config_labels",
     "config_position",
     "group_columns",
     "make_row",
@@ -65,6 +66,8 @@ DELTA_COLUMNS = [
     "ci_high",
     "p_value",
     "q_value",
+    "discordance",
+    "mde",
 ]
 """Columns of :meth:`SweepResult.deltas`."""
 
@@ -103,14 +106,34 @@ class VerdictLike(Protocol):
     def extractor(self) -> str: ...
 
 
-def config_position(config: str) -> tuple[int, int]:
-    """The ``(layer, head)`` columns of a configuration: ``(-1, -1)`` for the baseline.
+def config_labels(heads: Sequence[Head], placebos: int = 0) -> list[str]:
+    """The configurations of a sweep in run order: the baseline, then the heads.
+
+    ``placebos`` unpruned configurations (``"none~1"``, ...) are spread evenly between the heads,
+    so each runs in the mixed batches of a different part of the sweep.
 
     Example:
-        >>> config_position("none"), config_position("L3H5")
-        ((-1, -1), (3, 5))
+        >>> config_labels([Head(0, 1)])
+        ['none', 'L0H1']
+        >>> config_labels([Head(0, 0), Head(0, 1), Head(0, 2), Head(0, 3)], placebos=1)
+        ['none', 'L0H0', 'L0H1', 'none~1', 'L0H2', 'L0H3']
     """
-    if is_baseline(config):
+    if isinstance(placebos, bool) or int(placebos) != placebos or placebos < 0:
+        raise ValueError(f"placebos must be a whole number >= 0, got {placebos!r}")
+    labels = [head.label for head in heads]
+    for index in range(int(placebos), 0, -1):
+        labels.insert(round(index * len(heads) / (placebos + 1)), placebo_label(index))
+    return [BASELINE, *labels]
+
+
+def config_position(config: str) -> tuple[int, int]:
+    """The ``(layer, head)`` columns of a configuration: ``(-1, -1)`` for the baseline and placebos.
+
+    Example:
+        >>> config_position("none"), config_position("L3H5"), config_position("none~1")
+        ((-1, -1), (3, 5), (-1, -1))
+    """
+    if is_baseline(config) or is_placebo(config):
         return -1, -1
     head = Head.parse(config)
     return head.layer, head.head
@@ -179,6 +202,10 @@ def order_table(
         config_rank = {label: i for i, label in enumerate([BASELINE] + [h.label for h in heads])}
     else:
         config_rank = {BASELINE: -1}
+    config_rank = {label: float(rank) for label, rank in config_rank.items()}
+    for config in table["config"].unique():  # placebos: right after the baseline, in number order
+        if is_placebo(config):
+            config_rank[config] = config_rank[BASELINE] + int(str(config).split("~")[1]) / 1e6
     if problems is not None:
         question_rank = {p.id: i for i, p in enumerate(problems)}
     else:

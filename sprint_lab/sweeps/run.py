@@ -12,11 +12,14 @@ business (:mod:`sprint_lab.sweeps.executor`): in this process, on Ray actors, or
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from sprint_lab.core.gate import masks_for
 from sprint_lab.core.heads import Head, as_heads
+from sprint_lab.generation.limits import check_problem_lengths
 from sprint_lab.sweeps.batch import plan
 from sprint_lab.sweeps.executor import (
     Executor,
@@ -25,8 +28,19 @@ from sprint_lab.sweeps.executor import (
     SweepProgress,
     resolve_executor,
 )
+from sprint_lab.sweeps.identity import (
+    model_fingerprint,
+    question_fingerprints,
+    settings_fingerprint,
+)
 from sprint_lab.sweeps.result import SweepResult
-from sprint_lab.sweeps.store import SweepStore
+from sprint_lab.sweeps.rows import config_labels
+from sprint_lab.sweeps.store import (
+    StaleRowsError,
+    StoreStatus,
+    SweepExistsError,
+    SweepStore,
+)
 from sprint_lab.tasks.prompts import PromptTemplate, get_template
 
 if TYPE_CHECKING:
@@ -46,10 +60,21 @@ def sweep_meta(
     max_new_tokens: int,
     grade_mode: str,
     seed: int,
+    deterministic: bool = False,
 ) -> dict[str, Any]:
-    """The settings recorded with a sweep (and checked when a store is resumed)."""
+    """The settings recorded with a sweep (and checked when a store is resumed).
+
+    Besides the readable settings it holds the fingerprints of :mod:`sprint_lab.sweeps.identity`:
+    ``model_fingerprint`` (the weights), ``settings_fingerprint`` and ``fingerprints`` (question
+    id -> the fingerprint its rows must carry).
+    """
+    settings = settings_fingerprint(model, template, max_new_tokens, grade_mode, deterministic)
     return {
+        "deterministic": bool(deterministic),
         "model": model.name,
+        "model_fingerprint": model_fingerprint(model),
+        "settings_fingerprint": settings,
+        "fingerprints": question_fingerprints(model, problems, template, settings),
         "dtype": str(model.dtype).removeprefix("torch."),
         "prompt": template.name,
         "max_new_tokens": int(max_new_tokens),
@@ -82,24 +107,55 @@ def _checked(
     return problems, heads
 
 
-def _open_store(
-    out: Any, resume: bool, meta: dict[str, Any]
-) -> tuple[SweepStore | None, set[tuple[str, str]]]:
-    """The store at ``out`` (``None`` without one) and the pairs it already holds."""
+def _refuse_stale(store: SweepStore, status: StoreStatus) -> None:
+    questions = status.stale_questions()
+    more = f" and {len(questions) - 10} more" if len(questions) > 10 else ""
+    shown = ", ".join(questions[:10]) + more
+    raise StaleRowsError(
+        f"{store.path}: {len(status.stale)} stored row(s) of {len(questions)} question(s) were "
+        f"made from another version of the question record or prompt (ids: {shown}); pass "
+        "recompute_stale=True (CLI: --recompute-stale) to recompute them, or use another folder"
+    )
+
+
+@contextmanager
+def _opened_store(
+    out: Any, resume: bool, meta: dict[str, Any], configs: Sequence[str], recompute_stale: bool
+) -> Iterator[tuple[SweepStore | None, set[tuple[str, str]]]]:
+    """The store at ``out``, locked for this sweep, and the pairs it already holds fresh.
+
+    Raises:
+        SweepExistsError: rows are stored and ``resume`` is off.
+        InputError: the stored sweep ran with other settings.
+        StaleRowsError: stored rows of planned pairs carry another fingerprint.
+        StoreLockedError: another sweep writes into ``out``.
+    """
     if out is None:
-        return None, set()
+        yield None, set()
+        return
     store = SweepStore(out)
-    done: set[tuple[str, str]] = set()
-    if store.has_rows():
-        if not resume:
-            raise FileExistsError(
-                f"{store.path} already holds sweep rows; pass resume=True to continue, "
-                "or choose an empty folder"
-            )
-        store.check_compatible(meta)
-        done = store.done_keys()
-    store.write_meta({**store.read_meta(), **meta})
-    return store, done
+    with store.lock("sweep"):
+        store.clean_temp()
+        done: set[tuple[str, str]] = set()
+        if store.has_rows():
+            if not resume:
+                raise SweepExistsError(
+                    f"{store.path} already holds sweep rows; pass resume=True to continue, "
+                    "or choose an empty folder"
+                )
+            store.check_compatible(meta)
+            status = store.status(meta["fingerprints"], configs)
+            if status.stale and not recompute_stale:
+                _refuse_stale(store, status)
+            if status.foreign:
+                warnings.warn(
+                    f"{store.path} holds {len(status.foreign)} row(s) outside this sweep's plan "
+                    "(other questions or heads); they stay on disk but are not part of this result",
+                    stacklevel=4,
+                )
+            done = status.done
+        store.write_meta({**store.read_meta(), **meta})
+        yield store, done
 
 
 def sweep(
@@ -119,6 +175,9 @@ def sweep(
     cancel: threading.Event | None = None,
     executor: str | Executor = "local",
     tags: dict[str, Any] | None = None,
+    recompute_stale: bool = False,
+    placebos: int = 0,
+    deterministic: bool = False,
 ) -> SweepResult:
     """Prune each head in turn (plus the unpruned baseline) and answer every question.
 
@@ -143,6 +202,17 @@ def sweep(
             ``LocalExecutor()`` or ``RayExecutor(workers=4)`` (:mod:`sprint_lab.sweeps.ray`),
             or a registered name (``"local"``, ``"ray"``) for one with default settings.
         tags: extra JSON-able facts stored in the result's ``meta`` (e.g. the dataset name).
+        recompute_stale: with ``out``, recompute stored pairs whose fingerprint (question record,
+            rendered prompt, model, settings; :mod:`sprint_lab.sweeps.identity`) no longer
+            matches; without it such rows raise :class:`~sprint_lab.sweeps.store.StaleRowsError`.
+        placebos: add this many unpruned configurations (``"none~1"``, ...) that run exactly
+            like pruned ones (own rows, own positions in mixed batches, spread over the sweep).
+            Their deltas against the baseline are the noise floor of the measurement: zero
+            when generation is batch-invariant. ``deltas()`` lists them next to the heads.
+        deterministic: batch-invariant generation (:mod:`sprint_lab.generation.invariant`): a
+            pair's tokens do not depend on the batch size, the other rows of its batch, the
+            executor or the number of workers. It is still much slower than the default
+            batch-dependent kernels on CPU; the choice is recorded in ``meta``.
 
     Returns:
         A :class:`~sprint_lab.sweeps.result.SweepResult`, one row per (question, configuration).
@@ -155,18 +225,25 @@ def sweep(
     """
     problems, heads = _checked(model, problems, heads, batch_size)
     template = get_template(prompt)
+    check_problem_lengths(model, problems, template, max_new_tokens)
     runner = resolve_executor(executor)
     meta = {
         **(tags or {}),
-        **sweep_meta(model, problems, heads, template, max_new_tokens, grade_mode, seed),
+        **sweep_meta(
+            model, problems, heads, template, max_new_tokens, grade_mode, seed, deterministic
+        ),
     }
-    store, done = _open_store(out, resume, meta)
-    items = plan(problems, heads, done)
-    job = SweepJob(
-        model, problems, heads, template, max_new_tokens=max_new_tokens, grade_mode=grade_mode,
-        batch_size=batch_size, progress=progress, callback=callback, cancel=cancel, store=store,
-        meta=meta,
-    )  # fmt: skip
-    with RowSink(job, pending=len(items)) as sink:
-        complete = runner.run(job, items, sink)
-        return sink.result(complete)
+    configs = config_labels(heads, placebos)  # validates placebos
+    meta["placebos"] = int(placebos)
+
+    with _opened_store(out, resume, meta, configs, recompute_stale) as (store, done):
+        items = plan(problems, heads, done, placebos)
+        job = SweepJob(
+            model, problems, heads, template, max_new_tokens=max_new_tokens,
+            grade_mode=grade_mode, batch_size=batch_size, progress=progress, callback=callback,
+            cancel=cancel, store=store, meta=meta, placebos=placebos,
+            deterministic=deterministic,
+        )  # fmt: skip
+        with RowSink(job, pending=len(items)) as sink:
+            complete = runner.run(job, items, sink)
+            return sink.result(complete)

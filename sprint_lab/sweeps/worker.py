@@ -63,6 +63,7 @@ class ShardWorker:
         grade_mode: str = "flexible",
         threads: int = 1,
         device: str | None = None,
+        deterministic: bool = False,
     ) -> None:
         import torch
 
@@ -74,7 +75,7 @@ class ShardWorker:
         self.model = load_model(source, dtype=dtype, device=device)
         self.runner = BatchRunner(
             self.model, problems, prompt=prompt, max_new_tokens=max_new_tokens,
-            grade_mode=grade_mode,
+            grade_mode=grade_mode, deterministic=deterministic,
         )  # fmt: skip
         self.info = {
             "pid": os.getpid(),

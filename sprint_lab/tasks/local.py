@@ -73,7 +73,9 @@ def local_rows(
     if not path.is_file():
         raise DatasetUnavailableError(
             f"{name!r} split {split!r}: expected local file {str(path)!r} (data directory from"
-            f" data_dir or ${DATA_ENV_VAR}), but it does not exist.{hint}"
+            f" data_dir or ${DATA_ENV_VAR}), but it does not exist. Put {name}/{split}.jsonl"
+            f" under {str(root)!r}, or point data_dir= (sprint-lab --data-dir) or"
+            f" ${DATA_ENV_VAR} at a folder that holds it.{hint}"
         )
     return path, read_jsonl(path)
 

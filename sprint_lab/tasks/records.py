@@ -19,6 +19,8 @@ from typing import Any
 
 import pandas as pd
 
+from sprint_lab.core.errors import InputError, SetupError
+
 __all__ = [
     "DATA_ENV_VAR",
     "DEFAULT_GRADER",
@@ -40,15 +42,25 @@ DEFAULT_GRADER = "gsm8k"
 SOURCE_GRADERS: dict[str, str] = {}
 
 
-class ProblemFormatError(ValueError):
+class ProblemFormatError(InputError):
     """A problem file or dataset name cannot be turned into :class:`Problem` records.
 
     The message names the file, the 1-based line number and the offending field when they apply.
+    An :class:`~sprint_lab.core.errors.InputError` (a ``ValueError``; ``sprint-lab`` exit code 2).
     """
 
 
-class DatasetUnavailableError(RuntimeError):
-    """The requested data is neither in the local data directory nor reachable on the hub."""
+class DatasetUnavailableError(SetupError):
+    """The requested data is neither in the local data directory nor reachable on the hub.
+
+    A :class:`~sprint_lab.core.errors.SetupError` (a ``RuntimeError``; ``sprint-lab`` exit code
+    3): the data must be downloaded or pointed at, the arguments themselves are fine.
+
+    Example:
+        >>> error = DatasetUnavailableError("math500/test.jsonl is missing")
+        >>> isinstance(error, RuntimeError), error.exit_code
+        (True, 3)
+    """
 
 
 @dataclass(frozen=True)

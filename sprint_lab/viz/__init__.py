@@ -9,14 +9,21 @@ One module per figure family, all styled by :mod:`sprint_lab.viz.style`:
     importance_fig  an importance proxy against measured deltas
     export          :func:`save_figure` (PNG/SVG/PDF via kaleido + Chromium, or HTML)
     browser         locating the Chromium that kaleido drives
-    report          the self-contained HTML sweep report
+    report          the self-contained HTML sweep report (placebo check, power statement)
 """
 
 from sprint_lab.viz.comparison import pass_at_n_curves
 from sprint_lab.viz.export import DEFAULT_HEIGHT, DEFAULT_SCALE, DEFAULT_WIDTH, save_figure
 from sprint_lab.viz.heatmap import heatmap
 from sprint_lab.viz.importance_fig import importance_vs_delta
-from sprint_lab.viz.report import format_top_heads, top_heads_table, write_report
+from sprint_lab.viz.report import (
+    format_top_heads,
+    placebo_table,
+    placebo_verdict,
+    power_statement,
+    top_heads_table,
+    write_report,
+)
 from sprint_lab.viz.selector_figs import embedding_map, question_head_preferences, selector_history
 from sprint_lab.viz.style import (
     METRIC_LABELS,
@@ -42,6 +49,9 @@ __all__ = [
     "heatmap",
     "importance_vs_delta",
     "pass_at_n_curves",
+    "placebo_table",
+    "placebo_verdict",
+    "power_statement",
     "question_head_preferences",
     "save_figure",
     "selector_history",

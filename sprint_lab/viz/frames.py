@@ -23,11 +23,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sprint_lab.core.heads import is_placebo
+
 __all__ = [
     "check_unique",
     "grid_shape",
     "group_title",
+    "noise_floor",
     "require_columns",
+    "split_placebos",
     "to_numpy",
     "truncate_label",
 ]
@@ -103,3 +107,53 @@ def grid_shape(n_panels: int, max_cols: int = 3) -> tuple[int, int]:
     """``(rows, cols)`` of a subplot grid for ``n_panels`` facets, at most ``max_cols`` wide."""
     cols = min(n_panels, max_cols)
     return math.ceil(n_panels / cols), cols
+
+
+def split_placebos(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The head rows and the placebo rows of a deltas table.
+
+    A placebo row is one whose ``config`` is a placebo label (``"none~1"``, ...); rows without
+    a label (no ``config`` column, or a missing value) are placebos when at layer -1, head -1.
+    Rows at a negative layer or head (the position of the baseline and the placebos) are never
+    head rows, so the first table is safe to lay out on a layers x heads grid or to join on
+    (layer, head).
+
+    Args:
+        df: a deltas table (``SweepResult.deltas()``), with ``layer`` and ``head`` columns.
+
+    Returns:
+        ``(heads, placebos)``: two tables with the columns of ``df``, each in ``df``'s order.
+
+    Example:
+        >>> d = pd.DataFrame({"config": ["none~1", "L0H1", "none~2"], "layer": [-1, 0, -1],
+        ...                   "head": [-1, 1, -1], "delta": [0.0, 0.1, -0.02]})
+        >>> heads, placebos = split_placebos(d)
+        >>> heads["config"].tolist(), placebos["config"].tolist()
+        (['L0H1'], ['none~1', 'none~2'])
+    """
+    layer = pd.to_numeric(df["layer"], errors="coerce") if "layer" in df.columns else None
+    head = pd.to_numeric(df["head"], errors="coerce") if "head" in df.columns else None
+    configs = df["config"] if "config" in df.columns else pd.Series(None, index=df.index)
+    labelled = np.array(configs.map(lambda c: isinstance(c, str)), dtype=bool)
+    placebo = np.array(configs.map(lambda c: isinstance(c, str) and is_placebo(c)), dtype=bool)
+    if layer is not None and head is not None:  # unlabelled rows: placebos sit at (-1, -1)
+        placebo = placebo | (~labelled & ((layer == -1) & (head == -1)).to_numpy(bool))
+    off_grid = np.zeros(len(df), dtype=bool)
+    for position in (layer, head):
+        if position is not None:
+            off_grid |= (position < 0).to_numpy(bool)
+    return df.loc[~placebo & ~off_grid], df.loc[placebo]
+
+
+def noise_floor(values: Any) -> float | None:
+    """The largest ``|value|`` among the finite placebo deltas; ``None`` when there are none.
+
+    A head's delta whose size does not exceed this could have come from batching alone.
+
+    Example:
+        >>> noise_floor([0.0, -0.03, 0.01, float("nan")]), noise_floor([])
+        (0.03, None)
+    """
+    array = np.asarray(values, dtype=float).ravel()
+    finite = array[np.isfinite(array)]
+    return float(np.abs(finite).max()) if finite.size else None

@@ -7,6 +7,13 @@ with a symmetric range (other metrics on Viridis), stars the cells whose q-value
 ``alpha``, and shows accuracy, baseline, CI, p, q and n on hover. With ``by="level"`` (or
 ``"subject"``) it draws one facet per group, all sharing one colour scale so facets compare.
 
+*Placebos* (configurations ``"none~1"``, ... that prune nothing but run like a head) are never
+cells. Their deltas are the noise floor of the measurement -- exactly 0 with batch-invariant
+generation -- and the map marks that *placebo band*: ticks on the colour bar at the placebo
+deltas' minimum and maximum, a dark bar beside the colour bar spanning ``±`` their largest
+``|delta|``, the range in the subtitle, and a grey veil over every cell whose ``|delta|`` does
+not exceed it (a delta that batching alone could produce).
+
 Example:
     >>> import pandas as pd
     >>> deltas = pd.DataFrame({"layer": [0, 0, 1], "head": [0, 1, 0], "delta": [0.1, -0.2, 0.0],
@@ -18,6 +25,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,7 +39,9 @@ from sprint_lab.viz.frames import (
     check_unique,
     grid_shape,
     group_title,
+    noise_floor,
     require_columns,
+    split_placebos,
 )
 from sprint_lab.viz.style import METRIC_LABELS, apply_style
 
@@ -56,6 +67,13 @@ _HEATMAP_HOVER = (
     "n = %{customdata[7]:d}"
     "<extra>%{fullData.name}</extra>"
 )
+
+_VEIL = "rgba(170,170,170,0.55)"
+"""The grey veil over cells within the placebo noise floor (their colour shows through)."""
+_BAND_COLOR = "#222222"
+"""The bar beside the colour bar that spans the placebo band."""
+_COLORBAR_X = 1.02
+_COLORBAR_XPAD = 10
 
 
 def _pivot(df: pd.DataFrame, column: str, layers: list[int], heads: list[int]) -> np.ndarray:
@@ -121,7 +139,7 @@ def heatmap(
     alpha: float = 0.05,
     title: str | None = None,
 ) -> go.Figure:
-    """Layers x heads heatmap of a per-head pruning metric.
+    """Layers x heads heatmap of a per-head pruning metric, with the placebo band marked.
 
     Rows are the swept layers in increasing order (categorical axis labelled ``L{layer}``,
     layer 0 on top), columns the heads (``H{head}``); cells never swept stay blank. ``delta``
@@ -130,17 +148,40 @@ def heatmap(
     with ``q_value <= alpha`` carry a ``*``. Hover shows accuracy, baseline, delta, its CI,
     p, q and n. With ``by`` the figure has one subplot per group sharing one colour scale.
 
+    Placebo rows (``config`` ``"none~1"``, ...; without a ``config`` column, rows at layer -1,
+    head -1) are never cells, and rows at a negative layer or head are dropped from the grid.
+    When the table has placebo rows, the map marks the *placebo band*, the noise floor
+    ``F = max |placebo delta|`` (over all placebos, and over all groups with ``by``):
+
+    * the subtitle states the placebo deltas' minimum, maximum and ``F`` (``"placebo Δ from
+      -0.010 to +0.030: noise floor |Δ| ≤ 0.030 (grey cells lie within it)"``; with ``F = 0``
+      ``"... (no batch noise)"``, or ``"... (yet up to 33.3% of answers flip: batch noise
+      cancelled out)"`` when a placebo's ``discordance`` is not 0);
+    * for a delta metric, the colour bar gets ticks at the placebo minimum and maximum
+      (``"placebo min ..."``/``"placebo max ..."``, or one ``"placebo ..."`` tick when they
+      are equal), a dark bar just left of it spans ``[-F, +F]`` (a thin line at 0 when
+      ``F = 0``), the colour range widens to include ``±F``, and a second, hover-less
+      ``go.Heatmap`` trace per facet (named ``"within placebo noise"``) lays a translucent grey
+      veil over every cell with ``|delta| <= F`` (up to 1e-9), stars included: such a
+      delta could come from batching alone. With ``F = 0`` (batch-invariant generation)
+      only cells whose delta is exactly 0 turn grey;
+    * ``fig.layout.meta`` holds ``placebos`` (labels), ``placebo_deltas``, ``placebo_range``
+      (``[min, max]``) and ``noise_floor`` (``F``; ``None`` while no placebo has answers).
+      Without placebo rows the figure is as before: one trace per facet, no meta.
+
     Args:
         result: A deltas DataFrame (``layer``, ``head``, ``metric`` column, optionally
-            ``accuracy``, ``baseline_accuracy``, ``ci_low``, ``ci_high``, ``p_value``,
-            ``q_value``, ``n``) or an object with ``.deltas(by=...)`` (a SweepResult).
+            ``config``, ``accuracy``, ``baseline_accuracy``, ``ci_low``, ``ci_high``,
+            ``p_value``, ``q_value``, ``n``) or an object with ``.deltas(by=...)`` (a
+            SweepResult).
         metric: Column to colour by, e.g. ``"delta"`` or ``"accuracy"``.
         by: ``None``, ``"level"`` or ``"subject"`` to facet by that column.
         alpha: Significance threshold on the Benjamini-Hochberg ``q_value``.
         title: Figure title; a sensible default otherwise.
 
     Returns:
-        The figure (one ``go.Heatmap`` trace per facet).
+        The figure (one ``go.Heatmap`` trace per facet, followed by its veil trace when the
+        placebo band is drawn).
 
     Raises:
         ValueError: Missing columns or duplicate (layer, head) rows within a facet.
@@ -152,21 +193,24 @@ def heatmap(
         >>> fig = heatmap(df)
         >>> list(fig.data[0].y), [list(row) for row in fig.data[0].text]
         (['L0', 'L2'], [['*'], ['']])
+        >>> with_placebo = pd.concat([df, pd.DataFrame({"config": ["none~1"], "layer": [-1],
+        ...                           "head": [-1], "delta": [0.05], "q_value": [1.0]})])
+        >>> fig = heatmap(with_placebo)
+        >>> list(fig.data[0].y), fig.layout.meta["noise_floor"], fig.data[1].name
+        (['L0', 'L2'], 0.05, 'within placebo noise')
     """
     df = SweepResult.deltas_of(result, by)
     keys = ["layer", "head"] + ([by] if by else [])
     require_columns(df, keys + [metric], "deltas table")
+    df, placebos = split_placebos(df)
     check_unique(df, keys, "deltas table", _GROUP_HINT if by is None else "")
     df = df.astype({"layer": int, "head": int})
     layers = sorted(df["layer"].unique().tolist())
     heads = sorted(df["head"].unique().tolist())
     diverging = "delta" in metric
-    colors = _color_range(df[metric].to_numpy(dtype=float), diverging, metric)
-    default = (
-        "Accuracy change when pruning one head"
-        if diverging
-        else (f"{METRIC_LABELS.get(metric, metric).capitalize()} with one head pruned")
-    )
+    band = _placebo_band(placebos, metric if diverging else "delta")
+    colors, veil, colorbar = _scale(df[metric].to_numpy(dtype=float), metric, band)
+    default = _default_title(metric, diverging)
     groups = [(None, df)] if by is None else list(df.groupby(by, sort=True))
     rows, cols = grid_shape(len(groups))
     titles = [_facet_title(by, g, sub) for g, sub in groups] if by else None
@@ -182,18 +226,200 @@ def heatmap(
     for i, (group, sub) in enumerate(groups):
         name = metric if group is None else group_title(by or "", group)
         trace = _heatmap_trace(sub, metric, layers, heads, alpha, name, colors, showscale=i == 0)
-        fig.add_trace(trace, row=i // cols + 1, col=i % cols + 1)
+        trace.colorbar.update(colorbar)
+        row, col = i // cols + 1, i % cols + 1
+        fig.add_trace(trace, row=row, col=col)
+        if veil is not None:
+            fig.add_trace(_veil_trace(sub, metric, layers, heads, veil), row=row, col=col)
     _grid_axes(fig, layers, heads, rows)
+    subtitle = f"* Benjamini-Hochberg q ≤ {alpha:g}"
+    if band is not None:
+        subtitle += " · " + band.text(veiled=veil is not None)
+        fig.update_layout(meta=band.meta())
+        if colorbar and band.floor is not None:
+            fig.add_shape(_band_shape(band.floor, colors["zmax"]))
     fig.update_layout(
         title={
             "text": title or default + (f" by {by}" if by else ""),
-            "subtitle": {"text": f"* Benjamini-Hochberg q ≤ {alpha:g}"},
+            "subtitle": {"text": subtitle},
         },
         height=height,
         margin={"t": 125} if by else None,  # room for title, subtitle and facet titles
         plot_bgcolor="white",
     )
     return apply_style(fig)
+
+
+def _default_title(metric: str, diverging: bool) -> str:
+    if diverging:
+        return "Accuracy change when pruning one head"
+    return f"{METRIC_LABELS.get(metric, metric).capitalize()} with one head pruned"
+
+
+@dataclass(frozen=True)
+class _PlaceboBand:
+    """The placebo rows of a deltas table, reduced to what the map marks."""
+
+    labels: list[str]
+    deltas: list[float]
+    flips: float | None = None  # the largest placebo discordance, when the table has it
+
+    @property
+    def floor(self) -> float | None:
+        return noise_floor(self.deltas)
+
+    @property
+    def low(self) -> float | None:
+        return min(self.deltas) if self.deltas else None
+
+    @property
+    def high(self) -> float | None:
+        return max(self.deltas) if self.deltas else None
+
+    def text(self, veiled: bool) -> str:
+        """The subtitle's sentence about the band."""
+        if self.floor is None or self.low is None or self.high is None:
+            many = "s" if len(self.labels) > 1 else ""
+            return f"{len(self.labels)} placebo{many}, no answers yet"
+        if self.low != self.high:
+            values = f"from {self.low:+.3f} to {self.high:+.3f}"
+        else:
+            values = f"{'all ' if len(self.deltas) > 1 else ''}{self.low:+.3f}"
+        if self.floor == 0 and self.flips:
+            where = f" (yet up to {self.flips:.1%} of answers flip: batch noise cancelled out)"
+        elif self.floor == 0:
+            where = " (no batch noise)"
+        else:
+            where = " (grey cells lie within it)" if veiled else ""
+        return f"placebo Δ {values}: noise floor |Δ| ≤ {self.floor:.3f}{where}"
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "placebos": self.labels,
+            "placebo_deltas": self.deltas,
+            "placebo_range": None if self.low is None else [self.low, self.high],
+            "noise_floor": self.floor,
+        }
+
+
+def _placebo_band(placebos: pd.DataFrame, column: str) -> _PlaceboBand | None:
+    """The band of the placebo rows' ``column`` (finite values only); ``None`` without rows."""
+    if placebos.empty:
+        return None
+    configs = placebos["config"] if "config" in placebos.columns else [None] * len(placebos)
+    named = [c if isinstance(c, str) else f"placebo {i + 1}" for i, c in enumerate(configs)]
+    labels = list(dict.fromkeys(named))
+    values = placebos[column].to_numpy(float) if column in placebos.columns else np.array([])
+    flips = noise_floor(placebos["discordance"]) if "discordance" in placebos.columns else None
+    return _PlaceboBand(labels, [float(v) for v in values[np.isfinite(values)]], flips)
+
+
+def _scale(
+    values: np.ndarray, metric: str, band: _PlaceboBand | None
+) -> tuple[dict[str, Any], float | None, dict[str, Any]]:
+    """The colour range, the veil's noise floor (or ``None``) and the colour-bar settings.
+
+    A delta metric's range widens to include the placebo band ``±F``; without a band (or for
+    other metrics) there is no veil and the colour bar keeps plotly's own ticks.
+    """
+    diverging = "delta" in metric
+    if not diverging or band is None:
+        return _color_range(values, diverging, metric), None, {}
+    if band.floor is not None:
+        values = np.append(values, [-band.floor, band.floor])
+    colors = _color_range(values, diverging, metric)
+    return colors, band.floor, _band_colorbar(band, colors["zmax"])
+
+
+def _nice_ticks(bound: float) -> list[tuple[float, str]]:
+    """About five round ticks on ``[-bound, bound]``, 0 included, with their labels."""
+    raw = 2 * bound / 4
+    scale = 10 ** math.floor(math.log10(raw))
+    mantissa = next(m for m in (1, 2, 2.5, 5, 10) if raw <= m * scale * (1 + 1e-9))
+    step = mantissa * scale
+    decimals = max(0, -math.floor(math.log10(step) + 1e-9)) + (mantissa == 2.5)
+    n = math.floor(bound / step + 1e-9)
+    ticks = [k * step for k in range(-n, n + 1)]
+    return [(t, "0" if abs(t) < step / 2 else f"{t:+.{decimals}f}") for t in ticks]
+
+
+def _clear_of(tick: float, marks: dict[float, str], bound: float) -> bool:
+    """Whether a round tick is far enough from every placebo tick for the labels not to clash."""
+    return all(abs(tick - mark) >= 0.15 * bound for mark in marks)
+
+
+def _band_colorbar(band: _PlaceboBand, bound: float) -> dict[str, Any]:
+    """Colour-bar settings: round ticks plus ticks at the placebo minimum and maximum."""
+    position = {
+        "x": _COLORBAR_X,
+        "xanchor": "left",
+        "xpad": _COLORBAR_XPAD,
+        "y": 0.5,
+        "yanchor": "middle",
+        "len": 1.0,
+        "lenmode": "fraction",
+        "ypad": 0,
+    }
+    if band.low is None or band.high is None:
+        return position
+    if band.low == band.high:
+        marks = {band.low: f"placebo {band.low:+.3f}"}
+    else:
+        marks = {
+            band.low: f"placebo min {band.low:+.3f}",
+            band.high: f"placebo max {band.high:+.3f}",
+        }
+    regular = [] if bound <= 1e-6 else _nice_ticks(bound)  # all deltas 0: the placebo tick
+    regular = [(t, text) for t, text in regular if _clear_of(t, marks, bound)]
+    ticks = sorted(regular + list(marks.items()))
+    return {
+        **position,
+        "tickmode": "array",
+        "tickvals": [t for t, _ in ticks],
+        "ticktext": [text for _, text in ticks],
+    }
+
+
+def _band_shape(floor: float, bound: float) -> dict[str, Any]:
+    """A dark bar just left of the colour bar spanning ``[-floor, +floor]`` (a line at 0)."""
+    low, high = ((v + bound) / (2 * bound) for v in (-floor, floor))
+    return {
+        "type": "rect",
+        "xref": "paper",
+        "yref": "paper",
+        "xsizemode": "pixel",
+        "xanchor": _COLORBAR_X,
+        "x0": _COLORBAR_XPAD - 7,
+        "x1": _COLORBAR_XPAD - 2,
+        "y0": low,
+        "y1": high,
+        "fillcolor": _BAND_COLOR,
+        "line": {"color": _BAND_COLOR, "width": 1.5},
+        "layer": "above",
+        "name": "placebo band",
+    }
+
+
+def _veil_trace(
+    df: pd.DataFrame, metric: str, layers: list[int], heads: list[int], floor: float
+) -> go.Heatmap:
+    """A grey, hover-less layer over the cells whose ``|metric|`` is within the noise floor."""
+    z = _pivot(df, metric, layers, heads)
+    within = np.isfinite(z) & (np.abs(z) <= floor + 1e-9)
+    return go.Heatmap(
+        z=np.where(within, 1.0, np.nan),
+        x=[f"H{h}" for h in heads],
+        y=[f"L{layer}" for layer in layers],
+        colorscale=[[0.0, _VEIL], [1.0, _VEIL]],
+        zmin=0.0,
+        zmax=1.0,
+        showscale=False,
+        hoverinfo="skip",
+        hoverongaps=False,
+        xgap=1,
+        ygap=1,
+        name="within placebo noise",
+    )
 
 
 def _grid_axes(fig: go.Figure, layers: list[int], heads: list[int], rows: int) -> None:

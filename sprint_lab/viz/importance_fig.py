@@ -5,7 +5,8 @@ attribution or teacher-forced log-prob drops
 (:func:`~sprint_lab.importance.proxies.head_importance`) cost one forward/backward pass.
 :func:`importance_vs_delta` joins a proxy's per-head scores with a sweep's deltas on
 (layer, head) and draws one point per head, coloured by layer, with the delta's CI as error
-bars. Spearman's rho (rank agreement: does the proxy order heads correctly?) and Pearson's r
+bars; placebo rows of the deltas (unpruned runs at layer -1, head -1) are left out.
+Spearman's rho (rank agreement: does the proxy order heads correctly?) and Pearson's r
 (:func:`~sprint_lab.importance.correlate.rank_correlation`) are reported in the subtitle and
 stored in ``fig.layout.meta``.
 
@@ -27,7 +28,7 @@ import plotly.graph_objects as go
 
 from sprint_lab.importance.correlate import rank_correlation
 from sprint_lab.sweeps.result import SweepResult
-from sprint_lab.viz.frames import check_unique, require_columns
+from sprint_lab.viz.frames import check_unique, require_columns, split_placebos
 from sprint_lab.viz.style import METRIC_LABELS, apply_style
 
 __all__ = ["importance_vs_delta"]
@@ -55,6 +56,7 @@ def _matched_heads(long: pd.DataFrame, deltas: Any, metric: str) -> pd.DataFrame
     """Inner join of the proxy scores with the deltas on (layer, head), NaNs dropped."""
     dframe = SweepResult.deltas_of(deltas, None)
     require_columns(dframe, ["layer", "head", metric], "deltas table")
+    dframe, _ = split_placebos(dframe)  # placebos (layer -1, head -1) are no heads
     check_unique(dframe, ["layer", "head"], "deltas table", " (pass the by=None table)")
     merged = long.merge(dframe.astype({"layer": int, "head": int}), on=["layer", "head"])
     merged = merged.dropna(subset=["score", metric])

@@ -3,7 +3,10 @@
 A delta says *how much* accuracy moved; the explorer shows *where*: selecting a cell (a click,
 or :meth:`HeatmapExplorer.select`) fills a table of that head's per-question outcomes (baseline
 correct, pruned correct, both extracted answers), questions whose correctness changed first,
-and shows one question's unpruned and pruned completions side by side as a word diff.
+and shows one question's unpruned and pruned completions side by side as a word diff. Placebo
+runs of the sweep are no cells; the map marks their noise floor (see
+:func:`~sprint_lab.viz.heatmap.heatmap`) and the header says whether the selected head's delta
+lies within it.
 
 Example:
     >>> t = pd.DataFrame({"question_id": ["a", "a"], "config": ["none", "L0H1"],
@@ -25,6 +28,7 @@ import pandas as pd
 from sprint_lab.core.heads import BASELINE, Head
 from sprint_lab.sweeps.result import SweepResult
 from sprint_lab.tasks.problems import Problem
+from sprint_lab.viz.frames import noise_floor, split_placebos
 from sprint_lab.viz.heatmap import heatmap
 from sprint_lab.widgets.html import (
     frame_html,
@@ -115,7 +119,7 @@ class HeatmapExplorer(widgets.VBox):
         chosen = Head(int(layer), int(head))
         table = SweepResult.coerce(self.result).outcomes(chosen, self.problems)
         self.selected, self.table = chosen, table
-        deltas = self.result.deltas()
+        deltas, placebos = split_placebos(self.result.deltas())
         row = deltas[deltas["config"] == chosen.label].iloc[0]
         changed = int(table["changed"].sum())
         self.header.value = (
@@ -123,6 +127,7 @@ class HeatmapExplorer(widgets.VBox):
             f"{row['baseline_accuracy']:.3f} (Δ {row['delta']:+.3f}, 95% CI "
             f"[{row['ci_low']:+.3f}, {row['ci_high']:+.3f}], q = {row['q_value']:.3g}); "
             f"{changed} of {len(table)} questions changed correctness."
+            f"{_noise_note(float(row['delta']), noise_floor(placebos['delta']))}"
         )
         shown = table.drop(columns=["changed"])
         if shown["question"].isna().all():
@@ -157,6 +162,19 @@ class HeatmapExplorer(widgets.VBox):
             base, pruned, labels=("unpruned", self.selected.label)
         )
         return self.diff_html.value
+
+
+def _noise_note(delta: float, floor: float | None) -> str:
+    """Where a head's delta lies against the placebo noise floor ("" without placebos).
+
+    Example:
+        >>> _noise_note(0.01, 0.02), _noise_note(0.05, None)
+        (' Within the placebo noise floor (|Δ| ≤ 0.020).', '')
+    """
+    if floor is None or delta != delta:
+        return ""
+    side = "Within" if abs(delta) <= floor + 1e-9 else "Above"
+    return f" {side} the placebo noise floor (|Δ| ≤ {floor:.3f})."
 
 
 def _text_of(rows: pd.DataFrame, config: str) -> str:

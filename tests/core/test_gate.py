@@ -7,8 +7,9 @@ import copy
 import pytest
 import torch
 
-from sprint_lab import Head, ablate, all_heads, head_mask, load_model
-from sprint_lab.core.gate import mask_for
+from sprint_lab import Head, ablate, all_heads, generate, head_mask, load_model
+from sprint_lab.core.errors import InputError
+from sprint_lab.core.gate import mask_for, validate_mask
 
 PROMPTS = [
     "Q: Tom has 3 apples and buys 4 more. How many apples does he have?\nA:",
@@ -137,3 +138,29 @@ def test_gradient_through_gate_reaches_mask(embedded_model):
     loss.backward()
     assert mask.grad is not None and mask.grad.abs().sum() > 0
     assert copy.copy(mask.grad).shape == (30, 9)
+
+
+def test_nan_mask_refused_naming_layer_and_head(tiny_gqa):
+    mask = torch.ones(3, 4)
+    mask[1, 2] = float("nan")
+    with pytest.raises(InputError, match=r"head mask holds nan at layer 1 head 2 \(L1H2\)"):
+        with head_mask(tiny_gqa, mask):
+            pass
+    hooked = [name for name, hp in tiny_gqa.bridge.hook_dict.items() if hp._forward_hooks]
+    assert hooked == []
+
+
+def test_inf_in_batched_mask_refused_naming_row_layer_and_head(tiny_gqa):
+    masks = torch.ones(3, 3, 4)
+    masks[2, 0, 3] = float("inf")
+    masks[2, 1, 0] = float("-inf")
+    with pytest.raises(
+        InputError, match=r"holds inf at batch row 2, layer 0 head 3 \(L0H3\)"
+    ) as err:
+        validate_mask(tiny_gqa, masks)
+    assert "2 non-finite entries" in str(err.value)
+    assert isinstance(err.value, ValueError)
+    per_prompt = [mask_for(tiny_gqa, []) for _ in range(3)]
+    per_prompt[1][2, 1] = float("nan")
+    with pytest.raises(InputError, match=r"head_masks\[1\]: head mask holds nan at layer 2 head 1"):
+        generate(tiny_gqa, ["a", "b", "c"], head_masks=per_prompt, max_new_tokens=1)

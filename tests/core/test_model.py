@@ -1,15 +1,26 @@
-"""Loading: the embedded GGUF model, local folders (Llama with GQA, Qwen2), .gguf paths, errors."""
+"""Loading: the embedded GGUF model, local folders (Llama with GQA, Qwen2), .gguf paths, errors
+(devices checked first, paths never taken for hub ids, broken config.json named)."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import re
 
 import pytest
 import torch
 
 from sprint_lab import ablate, load_model
-from sprint_lab.core.model import SMOLLM2_INSTALL, embedded_gguf_path, resolve_source
+from sprint_lab.core.errors import InputError, SetupError
+from sprint_lab.core.model import (
+    SMOLLM2_INSTALL,
+    ModelUnavailableError,
+    embedded_gguf_path,
+    looks_like_path,
+    resolve_device,
+    resolve_dtype,
+    resolve_source,
+)
 
 
 def test_embedded_model_facts(embedded_model):
@@ -60,9 +71,10 @@ def test_missing_wheel_prints_the_install_command(monkeypatch):
 
 
 def test_hub_id_respects_offline_mode(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(OSError, match="HF_HUB_OFFLINE=1"):
-        load_model("sprint-lab-tests/no-such-model")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # set after import: still honoured, no network wait
+    with pytest.raises(OSError, match="HF_HUB_OFFLINE=1") as info:
+        load_model("sprint-lab-tests/no-such-model", device="cpu")
+    assert isinstance(info.value, ModelUnavailableError) and info.value.exit_code == 3
 
 
 def test_wrong_model_kind_is_a_clear_error(tmp_path, tiny_models):
@@ -75,3 +87,66 @@ def test_wrong_model_kind_is_a_clear_error(tmp_path, tiny_models):
         load_model(tmp_path)
     with pytest.raises(ValueError, match="no config.json"):
         load_model(tmp_path / "..")
+
+
+def test_cuda_without_cuda_is_a_setup_error_before_anything_loads(monkeypatch):
+    import sprint_lab.core.model as model_module
+
+    def never(source):
+        raise AssertionError("the source was resolved before the device was checked")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(model_module, "resolve_source", never)
+    with pytest.raises(SetupError, match=r"'cuda' requested but torch\.cuda\.is_available\(\)"):
+        load_model("smollm2-135m", device="cuda")
+    with pytest.raises(SetupError, match="'cuda:1' requested"):
+        resolve_device("cuda:1")
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", "xla"])
+def test_unknown_device_is_an_input_error(device):
+    with pytest.raises(InputError, match=f"(unknown|unsupported) device '{device}'"):
+        resolve_device(device)
+
+
+def test_default_device_is_cuda_only_when_present(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device(None) == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+
+
+@pytest.mark.parametrize("source", ["./nope", "../nope", "/no/such/model", "~/nope", "a/b/c"])
+def test_missing_path_is_an_input_error_not_a_hub_id(source):
+    with pytest.raises(InputError, match=rf"no model at {re.escape(source)} \(not a file or"):
+        resolve_source(source)
+
+
+def test_missing_gguf_is_an_input_error():
+    with pytest.raises(InputError, match=r"no model at missing\.gguf \(not a file or folder\)"):
+        resolve_source("missing.gguf")
+
+
+def test_hub_ids_stay_hub_ids():
+    assert looks_like_path("org/model") is False and looks_like_path("gpt2") is False
+    assert resolve_source("org/some-model")[1]["kind"] == "hub"
+
+
+def test_broken_config_json_names_file_and_position(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "llama", "hidden_size": 64,,}')
+    with pytest.raises(InputError, match=r"config\.json is not valid JSON: line 1 column 43"):
+        resolve_source(tmp_path)
+    (tmp_path / "config.json").write_text("[1, 2]")
+    with pytest.raises(InputError, match="holds a JSON list, expected an object"):
+        load_model(tmp_path)
+
+
+def test_a_file_that_is_no_model_is_an_input_error(tmp_path):
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"x")
+    with pytest.raises(InputError, match="neither a model directory nor a .gguf file"):
+        resolve_source(str(path))
+
+
+def test_unknown_dtype_is_an_input_error():
+    with pytest.raises(InputError, match="unknown dtype 'float8'"):
+        resolve_dtype("float8")

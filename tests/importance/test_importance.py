@@ -310,6 +310,28 @@ def test_correlate_accepts_a_sweep_result():
     assert row["pearson"] == pytest.approx(expected) and row["n"] == 3
 
 
+def test_correlate_leaves_placebos_out():
+    imp = _synthetic(layers=(0,), n_heads=3)
+    correct = {"none": [1, 1, 1, 1], "none~1": [1, 1, 1, 1], "none~2": [0, 1, 1, 1]}
+    correct |= {"L0H0": [0, 0, 0, 1], "L0H1": [1, 1, 0, 1], "L0H2": [1, 1, 1, 1]}
+    rows = [
+        {"question_id": f"q{q}", "config": c, "correct": bool(v)}
+        for c, values in correct.items() for q, v in enumerate(values)
+    ]  # fmt: skip
+    result = SweepResult.coerce(pd.DataFrame(rows))
+    assert result.deltas()["config"].tolist()[:2] == ["none~1", "none~2"]
+    heads_only = result.deltas().iloc[2:]
+    out = correlate(imp, result)
+    assert out.equals(correlate(imp, heads_only)) and (out["n"] == 3).all()
+    # Even a proxy that scores position (-1, -1) never meets the placebos (which sit there).
+    grad = pd.DataFrame(np.nan, index=[-1, 0], columns=[-1, 0, 1, 2])
+    grad.loc[-1, -1] = 5.0
+    grad.loc[0, [0, 1, 2]] = imp.gradient.loc[0].to_numpy()
+    out = correlate(ImportanceResult(gradient=grad), result)
+    assert out["n"].tolist() == [3, 3]
+    assert out.equals(correlate(ImportanceResult(gradient=imp.gradient), heads_only))
+
+
 def test_rank_correlation_drops_non_finite_pairs():
     from scipy import stats
 

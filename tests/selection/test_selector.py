@@ -8,6 +8,8 @@ at the base rate, mean(#correct heads) / #heads, about 0.15 here.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +21,10 @@ import pytest
 import torch
 from torch import Tensor
 
+from sprint_lab.core.errors import InputError
 from sprint_lab.core.heads import Head
 from sprint_lab.selection.loss import head_repulsion, multi_positive_loss
-from sprint_lab.selection.selector import SprintSelector, correctness_matrix
+from sprint_lab.selection.selector import SprintSelector, correctness_matrix, heads_checksum
 
 HEADS = [f"L{layer}H{head}" for layer in range(4) for head in range(4)]
 K, OWNERS, ENC_DIM = 4, 2, 16
@@ -286,6 +289,57 @@ def test_save_load_round_trip(
     torch.testing.assert_close(bare.scores(data.test, embeddings=emb), fitted.scores(data.test))
     with pytest.raises(FileNotFoundError):
         SprintSelector.load(tmp_path / "nowhere")
+
+
+def _edit_config(folder: Path, edit) -> None:
+    config_file = folder / "config.json"
+    config = json.loads(config_file.read_text())
+    edit(config)
+    config_file.write_text(json.dumps(config))
+
+
+def test_saved_head_order_is_checked_on_load(
+    fitted: SprintSelector, data: SimpleNamespace, tmp_path: Path
+) -> None:
+    folder = fitted.save(tmp_path / "sel")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["heads_sha256"] == heads_checksum(HEADS)
+    assert config["heads_sha256"] == hashlib.sha256(",".join(HEADS).encode()).hexdigest()
+    untouched = SprintSelector.load(folder, encoder=BlobEncoder(data.texts))
+    assert untouched.labels == HEADS
+
+    def swap_first_two(config: dict) -> None:
+        config["heads"][0], config["heads"][1] = config["heads"][1], config["heads"][0]
+
+    _edit_config(folder, swap_first_two)
+    with pytest.raises(InputError, match="does not match the saved head embeddings") as err:
+        SprintSelector.load(folder, encoder=BlobEncoder(data.texts))
+    assert str(folder / "config.json") in str(err.value)
+    assert isinstance(err.value, ValueError)
+
+
+def test_head_count_must_match_the_saved_head_vectors(
+    fitted: SprintSelector, data: SimpleNamespace, tmp_path: Path
+) -> None:
+    folder = fitted.save(tmp_path / "sel")
+
+    def drop_last_head(config: dict) -> None:
+        config["heads"] = config["heads"][:-1]
+        config["heads_sha256"] = heads_checksum(config["heads"])  # a consistent, wrong config
+
+    _edit_config(folder, drop_last_head)
+    with pytest.raises(InputError, match=r"lists 15 heads but .*selector\.safetensors holds 16"):
+        SprintSelector.load(folder, encoder=BlobEncoder(data.texts))
+
+
+def test_selector_saved_without_checksum_loads_with_a_warning(
+    fitted: SprintSelector, data: SimpleNamespace, tmp_path: Path
+) -> None:
+    folder = fitted.save(tmp_path / "sel")
+    _edit_config(folder, lambda config: config.pop("heads_sha256"))
+    with pytest.warns(UserWarning, match="has no heads_sha256"):
+        loaded = SprintSelector.load(folder, encoder=BlobEncoder(data.texts))
+    torch.testing.assert_close(loaded.scores(data.test), fitted.scores(data.test), atol=0, rtol=0)
 
 
 # --------------------------------------------------------------------------- options

@@ -170,3 +170,45 @@ def test_wilson_rejects_bad_counts() -> None:
         wilson_interval(0, 0)
     with pytest.raises(ValueError, match="level"):
         wilson_interval(1, 10, level=0)
+
+
+def test_mcnemar_power_matches_a_simulation():
+    from sprint_lab.sweeps.stats import mcnemar_power
+
+    rng = np.random.default_rng(0)
+    n, delta, psi, level = 300, 0.06, 0.2, 0.05
+    gain, loss = (psi + delta) / 2, (psi - delta) / 2
+    hits = 0
+    trials = 3000
+    for _ in range(trials):
+        kind = rng.choice(3, size=n, p=[gain, loss, 1 - psi])  # 0: flips up, 1: flips down
+        base = kind == 1
+        pruned = kind == 0
+        hits += mcnemar_exact(base, pruned) <= level
+    assert abs(hits / trials - mcnemar_power(n, delta, psi, level)) < 0.03
+
+
+def test_required_questions_grows_with_heads_and_shrinks_with_effect():
+    from sprint_lab.sweeps.stats import mcnemar_power, required_questions
+
+    one = required_questions(0.05, 0.3, n_heads=1, discordance=0.2)
+    many = required_questions(0.05, 0.3, n_heads=270, discordance=0.2)
+    bigger = required_questions(0.10, 0.3, n_heads=270, discordance=0.2)
+    assert one < many and bigger < many
+    assert mcnemar_power(many, 0.05, 0.2, 0.05 / 270) >= 0.8
+    assert mcnemar_power(many - 1, 0.05, 0.2, 0.05 / 270) < 0.8
+    with pytest.raises(ValueError, match="discordance=0.01 is impossible"):
+        required_questions(0.05, 0.3, discordance=0.01)
+    with pytest.raises(ValueError, match="baseline accuracy"):
+        required_questions(0.05, 1.3)
+
+
+def test_minimum_detectable_effect_is_where_power_crosses():
+    from sprint_lab.sweeps.stats import mcnemar_power, minimum_detectable_effect
+
+    mde = minimum_detectable_effect(500, 0.25, n_heads=18)
+    assert (
+        mcnemar_power(500, mde, 0.25, 0.05 / 18)
+        >= 0.8
+        > mcnemar_power(500, mde - 0.01, 0.25, 0.05 / 18)
+    )

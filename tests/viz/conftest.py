@@ -1,4 +1,5 @@
-"""Synthetic inputs shared by the figure tests: a deltas table with known values, a fake sweep."""
+"""Synthetic inputs shared by the figure tests: a deltas table with known values, a fake sweep,
+and sweeps with placebo runs built by hand."""
 
 from __future__ import annotations
 
@@ -6,6 +7,19 @@ from types import SimpleNamespace as NS
 
 import pandas as pd
 import pytest
+
+from sprint_lab.sweeps.result import SweepResult
+from sprint_lab.sweeps.rows import config_position
+
+#: The baseline's verdicts on six questions (4 right).
+BASE = [True, True, True, True, False, False]
+#: Head verdicts with known deltas: L0H0 -2/6, L0H1 0, L1H0 +1/6, L1H1 +2/6.
+HEAD_EFFECTS = {
+    "L0H0": [False, False, True, True, False, False],
+    "L0H1": BASE,
+    "L1H0": [True, True, True, True, True, False],
+    "L1H1": [True] * 6,
+}
 
 LAYERS = [0, 5, 10]
 HEADS = list(range(9))
@@ -76,3 +90,39 @@ def deltas_table():
 @pytest.fixture()
 def fake_sweep() -> FakeSweep:
     return FakeSweep()
+
+
+def make_sweep(
+    configs: dict[str, list[bool]], *, complete: bool = True, meta: dict | None = None
+) -> SweepResult:
+    """A SweepResult with every schema column: the baseline :data:`BASE` plus ``configs``.
+
+    Each question appears twice with levels 1 and 2 alternating (q0 level 1, q1 level 2, ...).
+    """
+    rows = []
+    for config, oks in {"none": BASE, **configs}.items():
+        layer, head = config_position(config)
+        for i, ok in enumerate(oks):
+            rows.append(
+                {
+                    "question_id": f"q{i}",
+                    "config": config,
+                    "layer": layer,
+                    "head": head,
+                    "correct": ok,
+                    "n_tokens": 4,
+                    "completion": f"answer {int(ok)}",
+                    "extracted": str(int(ok)),
+                    "finish_reason": "eos",
+                    "extractor": "flexible:last_number",
+                    "level": 1 + i % 2,
+                }
+            )
+    meta = meta if meta is not None else {"model": "tiny", "dtype": "float32"}
+    return SweepResult(pd.DataFrame(rows), meta, complete=complete)
+
+
+@pytest.fixture(scope="session")
+def placebo_sweep():
+    """The builder of hand-made sweeps (:func:`make_sweep`)."""
+    return make_sweep

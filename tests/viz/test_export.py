@@ -105,3 +105,22 @@ def test_export_svg_is_xml(exported: dict[str, Path]) -> None:
 def test_export_pdf(exported: dict[str, Path]) -> None:
     data = exported[".pdf"].read_bytes()
     assert data.startswith(b"%PDF") and len(data) > 1000
+
+
+@requires_chromium
+def test_export_svg_of_a_placebo_heatmap(tmp_path: Path, deltas: pd.DataFrame) -> None:
+    placebos = pd.DataFrame(
+        {
+            "config": ["none~1", "none~2"],
+            "layer": [-1, -1],
+            "head": [-1, -1],
+            "delta": [-0.01, 0.02],
+        }
+    )
+    fig = heatmap(pd.concat([deltas, placebos], ignore_index=True))
+    svg = save_figure(fig, tmp_path / "placebo.svg", width=700, height=400)
+    text = svg.read_text(encoding="utf-8")
+    ET.fromstring(text.encode())
+    assert "placebo min -0.010" in text and "placebo max +0.020" in text
+    assert "noise floor |Δ| ≤ 0.020" in text
+    assert text.count('class="hm"') == 2  # the heat map and its veil

@@ -31,3 +31,18 @@ def test_importance_vs_delta_degenerate(deltas: pd.DataFrame) -> None:
     assert np.isnan(fig.layout.meta["spearman"]) and "n/a" in fig.layout.title.subtitle.text
     with pytest.raises(ValueError, match="both"):
         importance_vs_delta(flat.assign(layer=[98, 99]), deltas)
+
+
+def test_importance_vs_delta_leaves_placebos_out(deltas: pd.DataFrame) -> None:
+    # Two placebo rows share layer -1, head -1; the (layer, head) join once refused them as
+    # "several rows for {'layer': -1, 'head': -1}".
+    placebos = pd.DataFrame(
+        {"config": ["none~1", "none~2"], "layer": [-1, -1], "head": [-1, -1], "delta": [0.0, 0.01]}
+    )
+    with_placebos = pd.concat([deltas, placebos], ignore_index=True)
+    wide = deltas.pivot(index="layer", columns="head", values="delta") * -3.0
+    fig = importance_vs_delta(wide, with_placebos)
+    assert fig.layout.meta["n"] == 27 and fig.layout.meta["spearman"] == pytest.approx(-1.0)
+    assert "L-1H-1" not in list(fig.data[0].text)
+    long = pd.DataFrame({"layer": [-1, 0, 5], "head": [-1, 0, 0], "score": [9.0, 1.0, 2.0]})
+    assert importance_vs_delta(long, with_placebos).layout.meta["n"] == 2  # -1/-1 never joins

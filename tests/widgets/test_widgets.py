@@ -22,6 +22,7 @@ from sprint_lab.selection.selector import SprintSelector
 from sprint_lab.sweeps.result import SweepResult, planned_deltas
 from sprint_lab.tasks.problems import Problem
 from sprint_lab.tasks.prompts import get_template
+from sprint_lab.viz.heatmap import heatmap
 from sprint_lab.widgets.heatmap_explorer import HeatmapExplorer
 from sprint_lab.widgets.html import diff_sides, frame_html, word_diff, word_diff_html
 from sprint_lab.widgets.jobs import model_lock
@@ -239,6 +240,62 @@ def test_heatmap_explorer_select_and_click():
     assert explorer.selected == Head(0, 1)
     assert explorer.table.loc[explorer.table["question_id"] == "q5", "changed"].item()
     assert explorer.question_box.value == "q5"
+
+
+def _with_placebos(result: SweepResult, flips: dict[str, list[str]]) -> SweepResult:
+    """``result`` plus placebo runs: copies of the baseline, with the named questions flipped."""
+    base = result.table[result.table["config"] == "none"]
+    parts = [result.table]
+    for label, questions in flips.items():
+        copy = base.assign(config=label)
+        flipped = copy["question_id"].isin(questions)
+        copy.loc[flipped, "correct"] = ~copy.loc[flipped, "correct"].astype(bool)
+        parts.append(copy)
+    return SweepResult(pd.concat(parts, ignore_index=True), result.meta)
+
+
+def test_heatmap_explorer_with_placebo_runs():
+    # none~1 matches the baseline; none~2 flips q0 (right -> wrong): noise floor 1/6.
+    result = _with_placebos(_synthetic_result(), {"none~1": [], "none~2": ["q0"]})
+    assert result.placebos == ["none~1", "none~2"]
+    explorer = HeatmapExplorer(result, _problems())
+    main, veil = explorer.figure.data
+    assert list(main.y) == ["L0", "L1"] and list(main.x) == ["H0", "H1", "H2"]
+    assert np.array(main.z, dtype=float).shape == (2, 3)
+    assert veil.name == "within placebo noise"
+    assert explorer.figure.layout.meta["noise_floor"] == pytest.approx(1 / 6)
+    explorer.select(1, 2)  # delta -0.5: above the floor
+    assert "Above the placebo noise floor (|Δ| ≤ 0.167)." in explorer.header.value
+    explorer.select(0, 1)  # delta +1/6: at the floor, within it
+    assert "Within the placebo noise floor (|Δ| ≤ 0.167)." in explorer.header.value
+    # A click that lands on the veil (the top trace) selects the cell under it.
+    explorer.figure._handler_js2py_pointsCallback(
+        {
+            "new": {
+                "event_type": "plotly_click",
+                "points": {
+                    "xs": ["H2"],
+                    "ys": ["L1"],
+                    "point_indexes": [[1, 2]],
+                    "trace_indexes": [1],
+                },
+            }
+        }
+    )
+    assert explorer.selected == Head(1, 2)
+    plain = HeatmapExplorer(_synthetic_result(), _problems())
+    plain.select(1, 2)
+    assert "placebo" not in plain.header.value and len(plain.figure.data) == 1
+
+
+def test_sweep_panel_plan_leaves_placebos_out():
+    # The panel draws planned_deltas(result, heads): a result with placebo runs (say a resumed
+    # store) keeps one row per planned head and no placebo row.
+    result = _with_placebos(_synthetic_result(), {"none~1": ["q0"]})
+    planned = planned_deltas(result, result.heads)
+    assert planned["config"].tolist() == [h.label for h in result.heads]
+    fig = heatmap(planned)
+    assert list(fig.data[0].y) == ["L0", "L1"] and fig.layout.meta is None
 
 
 # --------------------------------------------------------------------------- sweep panel

@@ -1,0 +1,354 @@
+"""Batch-invariant generation: a row's tokens do not depend on the batch it lands in.
+
+A sweep packs (question, configuration) pairs into mixed batches, so unless every operation
+computes a row the same way whatever else shares its batch, part of a head's measured delta is
+arithmetic noise. What made a row's result depend on its batch, measured on a 2-core x86 CPU
+(torch 2.13 CPU build):
+
+1. **Matrix products pick their kernel by shape.** In float32, ``x @ W`` for at most 3 rows
+   takes another kernel than for 4 or more: row 0 of a 576 -> 1,536 projection differs in 1,192
+   of 1,536 outputs between 1 and 2 rows. A decoding batch is exactly that small once most of its
+   rows have finished, and a prefill's row count is the batch's padded width.
+2. **The fused CPU flash-attention kernel** gives different results for 1 and 2 threads (5 of
+   576 outputs of one row), and its block sizes follow the batch's padded width and row count.
+3. **Left padding** moves a row's keys within the padded width, so vectorised softmax and value
+   sums group its terms differently.
+4. **Rows leaving mid-batch** shrink the row count (see 1).
+5. The prefix/suffix log-sum-exp merge, norms, rotary embeddings, activations and the head
+   gate work row by row and element by element: they were already invariant.
+
+Under :func:`batch_invariant` (``generate``/``sweep(..., deterministic=True)``, opt-in) every
+operation a row goes through has a shape of its own:
+
+* every ``torch.nn.Linear`` of the model (the projections, ``o_proj``, the MLP and the LM head)
+  runs in tiles of exactly :data:`TILE_ROWS` rows, the last tile padded with zeros;
+* attention (the shared-prefix kernel, :class:`InvariantPrefixState`) stores each row's own keys
+  from index 0 (no padding inside the store), reduces scores and values over fixed chunks of
+  :data:`CHUNK` keys (masked past the row's end), and accumulates the chunks in order in float32,
+  so all-masked chunks add exact zeros; queries go in blocks of :data:`QUERY_BLOCK` positions
+  while prefilling and one position while decoding; shared prefix keys are read with a
+  broadcast (stride 0) batched product, one per key/value head, never copied per row.
+
+``benchmarks/bench_invariance.py`` counts the (question, configuration) pairs whose tokens differ
+between batch sizes, mixed and single-configuration batches and executors, with and without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from sprint_lab.generation.kv import KV
+from sprint_lab.generation.shared_prefix import SharedPrefixState
+
+__all__ = [
+    "CHUNK",
+    "QUERY_BLOCK",
+    "InvariantPrefixState",
+    "TILE_ROWS",
+    "batch_invariant",
+    "chunked_attention",
+    "invariant_active",
+    "prefix_state",
+    "tiled_linear",
+]
+
+TILE_ROWS = 32
+"""Rows per ``linear`` call under :func:`batch_invariant`."""
+
+CHUNK = 256
+"""Keys per reduction chunk in :func:`chunked_attention`."""
+
+QUERY_BLOCK = 64
+"""Query positions per attention call while prefilling."""
+
+_ACTIVE: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "sprint_lab_invariant", default=False
+)
+
+
+def tiled_linear(
+    x: Float[Tensor, "*rows d_in"],
+    weight: Float[Tensor, "d_out d_in"],
+    bias: Float[Tensor, " d_out"] | None = None,
+    tile: int = TILE_ROWS,
+) -> Float[Tensor, "*rows d_out"]:
+    """``F.linear`` computed ``tile`` rows at a time (the last tile zero-padded).
+
+    Each call has the same shape whatever the number of rows, so a row's output does not depend
+    on how many other rows there are or where it sits.
+
+    Example:
+        >>> w = torch.randn(5, 3)
+        >>> x = torch.randn(7, 3)
+        >>> bool(torch.allclose(tiled_linear(x, w, tile=4), x @ w.T, atol=1e-6))
+        True
+        >>> bool((tiled_linear(x[:1], w, tile=4) == tiled_linear(x, w, tile=4)[:1]).all())
+        True
+    """
+    leading = x.shape[:-1]
+    flat = x.reshape(-1, x.shape[-1])
+    n = flat.shape[0]
+    padding = (-n) % tile
+    if padding:
+        flat = torch.cat([flat, flat.new_zeros(padding, flat.shape[1])])
+    parts = [
+        F.linear(flat[start : start + tile], weight, bias) for start in range(0, len(flat), tile)
+    ]
+    out = torch.cat(parts)[:n] if parts else flat.new_zeros(0, weight.shape[0])
+    return out.reshape(*leading, weight.shape[0])
+
+
+def invariant_active() -> bool:
+    """Whether the current code runs under :func:`batch_invariant`."""
+    return _ACTIVE.get()
+
+
+def _tiled_forward(module: torch.nn.Linear):
+    def forward(input: Tensor) -> Tensor:  # noqa: A002  (nn.Linear.forward's own name)
+        return tiled_linear(input, module.weight, module.bias)
+
+    return forward
+
+
+@contextlib.contextmanager
+def batch_invariant(model: Any) -> Iterator[None]:
+    """Run the enclosed generation on ``model`` with batch-invariant linears and attention.
+
+    Every ``torch.nn.Linear`` of ``model.hf_model`` computes in :func:`tiled_linear` tiles while
+    the context is open (its own ``forward`` is restored on exit, also after an error), and the
+    decoders build :class:`InvariantPrefixState` attention state.
+
+    Example:
+        >>> linears = [m for m in model.hf_model.modules() if isinstance(m, torch.nn.Linear)]
+        >>> with batch_invariant(model):
+        ...     invariant_active(), all("forward" in vars(m) for m in linears)
+        (True, True)
+        >>> invariant_active(), any("forward" in vars(m) for m in linears)
+        (False, False)
+    """
+    linears = [m for m in model.hf_model.modules() if isinstance(m, torch.nn.Linear)]
+    token = _ACTIVE.set(True)
+    try:
+        for module in linears:
+            module.forward = _tiled_forward(module)
+        yield
+    finally:
+        for module in linears:
+            vars(module).pop("forward", None)
+        _ACTIVE.reset(token)
+
+
+def _products(a: Tensor, b: Tensor, shared: bool) -> Tensor:
+    """``a @ b`` over ``[rows, heads, m, k] x [rows or 1, heads, k, n]``.
+
+    A ``shared`` ``b`` (one prefix for many rows) is read through a stride-0 view, one batched
+    product per head, so it is never copied per row and every product has the same shape.
+    """
+    if not shared:
+        return torch.matmul(a, b)
+    rows, heads = a.shape[0], a.shape[1]
+    return torch.stack(
+        [torch.bmm(a[:, h], b[0, h].expand(rows, -1, -1)) for h in range(heads)], dim=1
+    )
+
+
+def chunked_attention(
+    query: Float[Tensor, "rows heads m d_head"],
+    keys: Float[Tensor, "krows heads width d_head"],
+    values: Float[Tensor, "krows heads width d_head"],
+    allowed: Bool[Tensor, "mrows 1 m width"],
+    scaling: float,
+    chunk: int = CHUNK,
+    shared: bool = False,
+) -> tuple[Float[Tensor, "rows heads m d_head"], Float[Tensor, "rows heads m"]]:
+    """Softmax attention reduced in fixed chunks of keys, accumulated in order, in float32.
+
+    ``width`` must be a multiple of ``chunk``; with ``shared`` the one row of ``keys``/``values``
+    serves every query row. Chunks past a row's last allowed key add exact zeros, so the result
+    does not depend on how wide the batch's store is.
+
+    Returns:
+        ``(out, lse)``: the output (query dtype) and the float32 log-sum-exp of the scores.
+
+    Example:
+        >>> q, k, v = torch.randn(2, 1, 3, 8), torch.randn(2, 1, 8, 8), torch.randn(2, 1, 8, 8)
+        >>> allowed = torch.ones(2, 1, 3, 8, dtype=torch.bool)
+        >>> out, lse = chunked_attention(q, k, v, allowed, 8**-0.5, chunk=4)
+        >>> ref = torch.softmax((q @ k.transpose(-1, -2)) * 8**-0.5, -1) @ v
+        >>> bool(torch.allclose(out, ref, atol=1e-5)), lse.shape
+        (True, torch.Size([2, 1, 3]))
+    """
+    width = keys.shape[2]
+    if width % chunk:
+        raise ValueError(f"key width {width} is not a multiple of the chunk size {chunk}")
+    scores = []
+    for start in range(0, width, chunk):
+        part = _products(query, keys[:, :, start : start + chunk].transpose(-1, -2), shared)
+        part = part.float() * scaling
+        scores.append(part.masked_fill(~allowed[..., start : start + chunk], float("-inf")))
+    top = scores[0].amax(-1)
+    for part in scores[1:]:
+        top = torch.maximum(top, part.amax(-1))
+    total = torch.zeros_like(top)
+    acc = torch.zeros(
+        (*query.shape[:-1], values.shape[-1]), dtype=torch.float32, device=query.device
+    )
+    for index, part in enumerate(scores):
+        weights = (part - top[..., None]).exp()
+        total = total + weights.sum(-1)
+        block = values[:, :, index * chunk : (index + 1) * chunk]
+        acc = acc + _products(weights.to(values.dtype), block, shared).float()
+    return (acc / total[..., None]).to(query.dtype), top + total.log()
+
+
+class InvariantPrefixState(SharedPrefixState):
+    """A :class:`~sprint_lab.generation.shared_prefix.SharedPrefixState` that is batch-invariant.
+
+    Each row's suffix keys and values are stored from index 0 of its own store (``lengths``
+    says how many), so no padding sits inside it, and attention runs through
+    :func:`chunked_attention` in blocks of query positions. Rows must be left-padded, as the
+    decoders make them.
+
+    Example:
+        >>> state = InvariantPrefixState(1, torch.zeros(2, dtype=torch.long), None, 4)
+        >>> state.begin(torch.tensor([[True, True], [False, True]]))
+        >>> q = torch.randn(2, 2, 2, 8)
+        >>> kv = torch.randn(2, 1, 2, 8)
+        >>> state.attend(0, q, kv, kv, 8**-0.5).shape, state.capacity
+        (torch.Size([2, 2, 2, 8]), 256)
+        >>> state.commit(); state.lengths.tolist()
+        [2, 1]
+    """
+
+    def __init__(
+        self,
+        n_layers: int,
+        row_group: Tensor,
+        prefix: list[KV] | None,
+        capacity: int,
+    ) -> None:
+        super().__init__(n_layers, row_group, prefix, -(-capacity // CHUNK) * CHUNK)
+        self.prefix_length = int(prefix[0][0].shape[2]) if prefix else 0
+        if prefix is not None:
+            padding = (0, 0, 0, (-self.prefix_length) % CHUNK)
+            self.prefix = [(F.pad(k, padding), F.pad(v, padding)) for k, v in prefix]
+        self.lengths = torch.zeros(row_group.shape[0], dtype=torch.long, device=row_group.device)
+        self._counts = self.lengths
+        self._write: tuple[Tensor, Tensor, Tensor] | None = None
+        self._positions: Tensor | None = None
+
+    def begin(self, valid: Bool[Tensor, "batch new"]) -> None:
+        """Declare the real positions about to be appended (each row's come last)."""
+        new = valid.shape[1]
+        valid = valid.to(self.lengths.device)
+        counts = valid.sum(1)
+        offsets = torch.arange(new, device=valid.device)
+        first = new - counts
+        if not torch.equal(offsets[None, :] >= first[:, None], valid):
+            raise ValueError("batch-invariant attention needs left-padded rows")
+        if int((self.lengths + counts).max()) > self.capacity:
+            raise RuntimeError(f"invariant prefix state holds {self.capacity} positions per row")
+        rows, columns = valid.nonzero(as_tuple=True)
+        self._write = (rows, columns, self.lengths[rows] + columns - first[rows])
+        self._positions = (self.lengths[:, None] + offsets[None, :] - first[:, None]).clamp(min=0)
+        self._counts = counts
+        self._pending = new
+
+    def commit(self) -> None:
+        """Advance each row past its real positions of the forward pass that just ran."""
+        self.lengths = self.lengths + self._counts
+        self.length = int(self.lengths.max()) if len(self.lengths) else 0
+        self._pending = 0
+
+    def select_rows(self, rows: Tensor) -> None:
+        """Keep only ``rows`` (finished rows leave the batch)."""
+        super().select_rows(rows)
+        self.lengths = self.lengths.index_select(0, rows.to(self.lengths.device))
+
+    def attend(
+        self,
+        layer: int,
+        query: Float[Tensor, "batch n_heads new d_head"],
+        key: Float[Tensor, "batch n_kv_heads new d_head"],
+        value: Float[Tensor, "batch n_kv_heads new d_head"],
+        scaling: float,
+    ) -> Float[Tensor, "batch new n_heads d_head"]:
+        """Store the rows' new keys/values from their own ends, then attend block by block."""
+        batch, n_heads, new, d_head = query.shape
+        n_kv = key.shape[1]
+        group_size = n_heads // n_kv
+        keys, values = self.keys[layer], self.values[layer]
+        if keys is None or values is None:
+            shape = (batch, n_kv, self.capacity, d_head)
+            keys, values = key.new_zeros(shape), value.new_zeros(shape)
+            self.keys[layer], self.values[layer] = keys, values
+        assert self._write is not None and self._positions is not None, "begin() first"
+        rows, columns, dest = self._write
+        keys[rows, :, dest] = key[rows, :, columns]
+        values[rows, :, dest] = value[rows, :, columns]
+        width = -(-int((self.lengths + self._counts).max()) // CHUNK) * CHUNK
+        suffix_keys, suffix_values = keys[:, :, :width], values[:, :, :width]
+        grouped = query.reshape(batch, n_kv, group_size, new, d_head).transpose(2, 3)
+        out = query.new_empty((batch, n_kv, new, group_size, d_head))
+        block = 1 if new == 1 else QUERY_BLOCK
+        key_index = torch.arange(width, device=query.device)
+        for start in range(0, new, block):
+            size = min(block, new - start)
+            part = F.pad(grouped[:, :, start : start + size], (0, 0, 0, 0, 0, block - size))
+            part = part.reshape(batch, n_kv, block * group_size, d_head)
+            positions = F.pad(self._positions[:, start : start + size], (0, block - size))
+            allowed = key_index[None, None, :] <= positions[:, :, None]
+            allowed = allowed[:, :, None, :].expand(batch, block, group_size, width)
+            allowed = allowed.reshape(batch, 1, block * group_size, width)
+            merged, lse = chunked_attention(part, suffix_keys, suffix_values, allowed, scaling)
+            if self.prefix is not None:
+                prefix_out, prefix_lse = self._prefix_part(layer, part, scaling)
+                total = torch.logaddexp(lse, prefix_lse)
+                merged = (
+                    merged.float() * (lse - total).exp()[..., None]
+                    + prefix_out.float() * (prefix_lse - total).exp()[..., None]
+                ).to(query.dtype)
+            merged = merged.reshape(batch, n_kv, block, group_size, d_head)
+            out[:, :, start : start + size] = merged[:, :, :size]
+        return out.permute(0, 2, 1, 3, 4).reshape(batch, new, n_heads, d_head)
+
+    def _prefix_part(
+        self, layer: int, query: Float[Tensor, "batch n_kv rows d_head"], scaling: float
+    ) -> tuple[Float[Tensor, "batch n_kv rows d_head"], Float[Tensor, "batch n_kv rows"]]:
+        """Every row's attention over its group's prefix (keys shared, never copied per row)."""
+        assert self.prefix is not None
+        keys, values = self.prefix[layer]
+        batch, n_kv, rows, d_head = query.shape
+        allowed = torch.arange(keys.shape[2], device=query.device) < self.prefix_length
+        allowed = allowed[None, None, None, :].expand(1, 1, rows, keys.shape[2])
+        out = query.new_empty((batch, n_kv, rows, d_head))
+        lse = torch.empty((batch, n_kv, rows), dtype=torch.float32, device=query.device)
+        for group, index in self.groups:
+            part = query if index is None else query.index_select(0, index)
+            shared = slice(group, group + 1)
+            group_out, group_lse = chunked_attention(
+                part, keys[shared], values[shared], allowed, scaling, shared=True
+            )
+            if index is None:
+                out.copy_(group_out)
+                lse.copy_(group_lse)
+            else:
+                out.index_copy_(0, index, group_out)
+                lse.index_copy_(0, index, group_lse)
+        return out, lse
+
+
+def prefix_state(
+    n_layers: int, row_group: Tensor, prefix: list[KV] | None, capacity: int
+) -> SharedPrefixState:
+    """The decoders' state: :class:`InvariantPrefixState` under :func:`batch_invariant`."""
+    make = InvariantPrefixState if invariant_active() else SharedPrefixState
+    return make(n_layers, row_group, prefix, capacity)
