@@ -37,3 +37,11 @@ def embedded_model():
 def tiny_models(tmp_path_factory) -> dict:
     """Tiny randomly initialised Llama (GQA) and Qwen2 (MHA) models saved as local directories."""
     return save_tiny_models(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_models):
+    """The tiny Llama (GQA) of :func:`tiny_models`, loaded once in float32."""
+    from sprint_lab.core.model import load_model
+
+    return load_model(tiny_models["llama"], dtype="float32")

@@ -285,11 +285,7 @@ class InvariantPrefixState(SharedPrefixState):
         batch, n_heads, new, d_head = query.shape
         n_kv = key.shape[1]
         group_size = n_heads // n_kv
-        keys, values = self.keys[layer], self.values[layer]
-        if keys is None or values is None:
-            shape = (batch, n_kv, self.capacity, d_head)
-            keys, values = key.new_zeros(shape), value.new_zeros(shape)
-            self.keys[layer], self.values[layer] = keys, values
+        keys, values = self.layer_store(layer, key, value)
         assert self._write is not None and self._positions is not None, "begin() first"
         rows, columns, dest = self._write
         keys[rows, :, dest] = key[rows, :, columns]
@@ -326,24 +322,20 @@ class InvariantPrefixState(SharedPrefixState):
         """Every row's attention over its group's prefix (keys shared, never copied per row)."""
         assert self.prefix is not None
         keys, values = self.prefix[layer]
-        batch, n_kv, rows, d_head = query.shape
+        rows = query.shape[2]
         allowed = torch.arange(keys.shape[2], device=query.device) < self.prefix_length
         allowed = allowed[None, None, None, :].expand(1, 1, rows, keys.shape[2])
-        out = query.new_empty((batch, n_kv, rows, d_head))
-        lse = torch.empty((batch, n_kv, rows), dtype=torch.float32, device=query.device)
-        for group, index in self.groups:
-            part = query if index is None else query.index_select(0, index)
-            shared = slice(group, group + 1)
-            group_out, group_lse = chunked_attention(
-                part, keys[shared], values[shared], allowed, scaling, shared=True
-            )
-            if index is None:
-                out.copy_(group_out)
-                lse.copy_(group_lse)
-            else:
-                out.index_copy_(0, index, group_out)
-                lse.index_copy_(0, index, group_lse)
-        return out, lse
+        return self.per_group(
+            query,
+            lambda part, group: chunked_attention(
+                part,
+                keys[group : group + 1],
+                values[group : group + 1],
+                allowed,
+                scaling,
+                shared=True,
+            ),
+        )
 
 
 def prefix_state(

@@ -17,6 +17,8 @@ do not fire on this path. This module holds the kernel (:class:`SharedPrefixStat
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
@@ -119,6 +121,38 @@ class SharedPrefixState:
             layers.append((keys[:, :, : self.length], values[:, :, : self.length]))
         return layers
 
+    def layer_store(self, layer: int, key: Tensor, value: Tensor) -> KV:
+        """The suffix store of ``layer`` (allocated on the first forward pass, zero-filled)."""
+        keys, values = self.keys[layer], self.values[layer]
+        if keys is None or values is None:
+            shape = (key.shape[0], key.shape[1], self.capacity, key.shape[3])
+            keys, values = key.new_zeros(shape), value.new_zeros(shape)
+            self.keys[layer], self.values[layer] = keys, values
+        return keys, values
+
+    def per_group(
+        self,
+        query: Float[Tensor, "batch n_kv rows d_head"],
+        attend_group: Callable[[Tensor, int], tuple[Tensor, Tensor]],
+    ) -> tuple[Float[Tensor, "batch n_kv rows d_head"], Float[Tensor, "batch n_kv rows"]]:
+        """Run ``attend_group(rows_query, group)`` for each prefix group, gathered back in order.
+
+        ``attend_group`` returns ``(out, lse)`` shaped like its query rows.
+        """
+        batch, n_kv, rows, d_head = query.shape
+        out = query.new_empty((batch, n_kv, rows, d_head))
+        lse = torch.empty((batch, n_kv, rows), dtype=torch.float32, device=query.device)
+        for group, index in self.groups:
+            part = query if index is None else query.index_select(0, index)
+            group_out, group_lse = attend_group(part, group)
+            if index is None:
+                out.copy_(group_out)
+                lse.copy_(group_lse)
+            else:
+                out.index_copy_(0, index, group_out)
+                lse.index_copy_(0, index, group_lse)
+        return out, lse
+
     def attend(
         self,
         layer: int,
@@ -131,11 +165,7 @@ class SharedPrefixState:
         batch, n_heads, new, d_head = query.shape
         n_kv = key.shape[1]
         group_size = n_heads // n_kv
-        keys, values = self.keys[layer], self.values[layer]
-        if keys is None or values is None:  # the first forward pass allocates the store
-            shape = (batch, n_kv, self.capacity, d_head)
-            keys, values = key.new_zeros(shape), value.new_zeros(shape)
-            self.keys[layer], self.values[layer] = keys, values
+        keys, values = self.layer_store(layer, key, value)
         start, end = self.length, self.length + new
         keys[:, :, start:end] = key
         values[:, :, start:end] = value
@@ -188,25 +218,18 @@ class SharedPrefixState:
         scaling: float,
     ) -> tuple[Float[Tensor, "batch n_kv rows d_head"], Float[Tensor, "batch n_kv rows"]]:
         """Attention of every row over its group's prefix: one kernel call per group."""
-        batch, n_kv, rows, d_head = q.shape
-        out = q.new_empty((batch, n_kv, rows, d_head))
-        lse = torch.empty((batch, n_kv, rows), dtype=torch.float32, device=q.device)
-        for group, index in self.groups:
-            part = q if index is None else q.index_select(0, index)
+        _, n_kv, rows, d_head = q.shape
+
+        def attend_group(part: Tensor, group: int) -> tuple[Tensor, Tensor]:
             n = part.shape[0]
             flat = part.transpose(0, 1).reshape(1, n_kv, n * rows, d_head)
             group_out, group_lse = flash_attention(
                 flat, keys[group : group + 1], values[group : group + 1], None, scaling
             )
             group_out = group_out.reshape(n_kv, n, rows, d_head).transpose(0, 1)
-            group_lse = group_lse.reshape(n_kv, n, rows).transpose(0, 1)
-            if index is None:
-                out.copy_(group_out)
-                lse.copy_(group_lse)
-            else:
-                out.index_copy_(0, index, group_out)
-                lse.index_copy_(0, index, group_lse)
-        return out, lse
+            return group_out, group_lse.reshape(n_kv, n, rows).transpose(0, 1)
+
+        return self.per_group(q, attend_group)
 
 
 def flash_attention(

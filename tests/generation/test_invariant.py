@@ -23,11 +23,6 @@ QUESTIONS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def tiny(tiny_models):
-    return sl.load_model(tiny_models["llama"], dtype="float32")
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_tiled_linear_rows_do_not_depend_on_the_batch(dtype):
     torch.manual_seed(0)

@@ -30,13 +30,6 @@ HEADS = ["L0H1", "L2H3"]
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_models):
-    from sprint_lab import load_model
-
-    return load_model(tiny_models["llama"], dtype="float32")
-
-
-@pytest.fixture(scope="module")
 def problems():
     return load_problems("arith", limit=4, seed=5)
 

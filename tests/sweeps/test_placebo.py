@@ -14,13 +14,6 @@ SETTINGS = dict(max_new_tokens=6, batch_size=3, progress=False)
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_models):
-    from sprint_lab import load_model
-
-    return load_model(tiny_models["llama"], dtype="float32")
-
-
-@pytest.fixture(scope="module")
 def problems():
     return load_problems("arith", limit=5, seed=2)
 
