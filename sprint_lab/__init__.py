@@ -6,7 +6,8 @@ measure how accuracy on math word problems moves, and learn per question which h
 
     core        heads, the head gate, the model loader, the named errors
     tasks       datasets, prompt templates, answer extraction and grading
-    generation  batched gated generation (shared-prefix attention, KV caches)
+    generation  batched gated generation (shared-prefix attention, KV caches, batch invariance)
+    engines     head ablations as LoRA adapters for serving engines (PEFT, vLLM)
     sweeps      the sweep runner, executors, the Parquet store, results and statistics
     importance  cheap importance proxies and their correlation with sweeps
     selection   question encoders, the SPRINT selector, comparison strategies
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     )
     from sprint_lab.core.errors import InputError, SetupError, SprintLabError
     from sprint_lab.core.heads import is_placebo, placebo_label
+    from sprint_lab.engines import adapter_path, export_head_adapters
     from sprint_lab.generation import (
         Completion,
         PrefixCache,
@@ -59,7 +61,14 @@ if TYPE_CHECKING:
         shared_prefix_supported,
     )
     from sprint_lab.generation.limits import PromptTooLongError
-    from sprint_lab.importance import ImportanceResult, correlate, gold_target, head_importance
+    from sprint_lab.importance import (
+        ImportanceResult,
+        ScreenResult,
+        correlate,
+        gold_target,
+        head_importance,
+        screen,
+    )
     from sprint_lab.selection import (
         MiniLMEncoder,
         ResidualEncoder,
@@ -85,6 +94,7 @@ if TYPE_CHECKING:
         stats,
         sweep,
     )
+    from sprint_lab.sweeps.run import invariance_available
     from sprint_lab.sweeps.stats import minimum_detectable_effect, required_questions
     from sprint_lab.tasks import (
         TASKS,
@@ -140,14 +150,19 @@ LAZY_NAMES: dict[str, str] = {
         "Completion PrefixCache bridge_only_hooks generate shared_prefix_supported",
     ),
     **_names("sprint_lab.generation.limits", "PromptTooLongError"),
+    **_names("sprint_lab.engines", "adapter_path export_head_adapters"),
     **_names(
         "sprint_lab.sweeps",
         "Executor LocalExecutor RayExecutor SweepProgress SweepResult benjamini_hochberg "
         "mcnemar_exact paired_bootstrap_ci sweep CorruptStoreError RepairReport StaleRowsError "
         "StoreLockedError SweepExistsError SweepStore",
     ),
+    **_names("sprint_lab.sweeps.run", "invariance_available"),
     **_names("sprint_lab.sweeps.stats", "required_questions minimum_detectable_effect"),
-    **_names("sprint_lab.importance", "ImportanceResult correlate gold_target head_importance"),
+    **_names(
+        "sprint_lab.importance",
+        "ImportanceResult ScreenResult correlate gold_target head_importance screen",
+    ),
     **_names(
         "sprint_lab.selection",
         "MiniLMEncoder ResidualEncoder SprintSelector compare_strategies get_encoder",
@@ -160,7 +175,18 @@ LAZY_NAMES: dict[str, str] = {
 
 #: Subpackages reachable as attributes (``sprint_lab.viz``) without an explicit import.
 SUBPACKAGES = frozenset(
-    {"core", "tasks", "generation", "sweeps", "importance", "selection", "viz", "widgets", "cli"}
+    {
+        "core",
+        "tasks",
+        "generation",
+        "engines",
+        "sweeps",
+        "importance",
+        "selection",
+        "viz",
+        "widgets",
+        "cli",
+    }
 )
 
 
@@ -235,6 +261,9 @@ __all__ = [
     "bridge_only_hooks",
     "generate",
     "shared_prefix_supported",
+    # engines
+    "adapter_path",
+    "export_head_adapters",
     # sweeps
     "Executor",
     "LocalExecutor",
@@ -251,6 +280,7 @@ __all__ = [
     "StoreLockedError",
     "SweepExistsError",
     "SweepStore",
+    "invariance_available",
     "required_questions",
     "minimum_detectable_effect",
     "stats",
@@ -259,6 +289,8 @@ __all__ = [
     "correlate",
     "gold_target",
     "head_importance",
+    "ScreenResult",
+    "screen",
     # selection
     "MiniLMEncoder",
     "ResidualEncoder",

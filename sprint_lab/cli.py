@@ -208,13 +208,20 @@ def _ints(text: str) -> list[int]:
         ) from error
 
 
-def _add_model_args(parser: argparse.ArgumentParser) -> None:
+SWEEP_DTYPE_HELP = (
+    "float32 (default: the batch-invariant sweep runs about as fast as in bfloat16 on CPU and "
+    "keeps the model's own precision) or bfloat16"
+)
+
+
+def _add_model_args(parser: argparse.ArgumentParser, dtype: str | None = None) -> None:
     parser.add_argument(
         "--model",
         default="smollm2-135m",
         help="smollm2-135m (embedded), a .gguf file, a model folder or a hub id",
     )
-    parser.add_argument("--dtype", default=None, help="bfloat16 (default) or float32")
+    dtype_help = SWEEP_DTYPE_HELP if dtype == "float32" else "bfloat16 (default) or float32"
+    parser.add_argument("--dtype", default=dtype, help=dtype_help)
     parser.add_argument("--device", default=None, help="cpu / cuda (default: cuda if present)")
 
 
@@ -230,6 +237,24 @@ def _add_generation_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt", default="fewshot_cot", help="prompt template")
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=32)
+
+
+def _add_determinism_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--deterministic",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="batch-invariant generation (default where the model supports it); "
+        "--no-deterministic is faster but a row's answer can depend on its batch",
+    )
+    parser.add_argument(
+        "--strategy",
+        choices=("verify", "decode"),
+        default="decode",
+        help="decode (default): decode every answer from its prompt; verify: check the "
+        "baseline's answer under each pruned head in one pass and decode only from where it "
+        "departs (the same tokens; needs --deterministic; slower on CPU so far)",
+    )
 
 
 _DEBUG_HELP = "print the traceback of an error (for a bug report)"
@@ -260,7 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--limit", type=int, default=20)
     demo.add_argument("--max-new-tokens", type=int, default=48)
     demo.add_argument("--out", default="sprint-lab-out/demo")
-    demo.add_argument("--dtype", default=None)
+    demo.add_argument("--dtype", default="float32", help=SWEEP_DTYPE_HELP)
+    _add_determinism_arg(demo)
     demo.add_argument(
         "--placebos", type=int, default=1, help="unpruned re-runs that measure batch noise"
     )
@@ -268,12 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser(
         "sweep", parents=[debug], help="prune each head of some layers and answer every question"
     )
-    _add_model_args(sweep)
+    _add_model_args(sweep, dtype="float32")
     _add_data_args(sweep)
     _add_generation_args(sweep)
     sweep.add_argument("--layers", type=_ints, default=None, help="e.g. 0,5,10 (default: all)")
     sweep.add_argument("--heads", default=None, help="explicit heads, e.g. L0H1,L5H3")
     sweep.add_argument("--out", required=True, help="results folder (Parquet store)")
+    _add_determinism_arg(sweep)
     sweep.add_argument("--no-resume", action="store_true", help="refuse to continue a store")
     sweep.add_argument("--executor", default="local", choices=["local", "ray"])
     sweep.add_argument("--workers", type=int, default=None, help="Ray workers")
@@ -396,6 +423,8 @@ def _run_sweep(args) -> int:
         },
         recompute_stale=args.recompute_stale,
         placebos=args.placebos,
+        deterministic=args.deterministic,
+        strategy=args.strategy,
     )
     print(result)
     print(format_top_heads(result, 10))
@@ -449,6 +478,8 @@ def _demo(args) -> int:
         out=Path(args.out) / "results",
         tags={"dataset": "arith", "split": "test", "limit": args.limit, "problem_seed": 0},
         placebos=args.placebos,
+        deterministic=args.deterministic,
+        strategy=args.strategy,
     )
     print(f"\n{result} in {time.perf_counter() - start:.0f}s")
     print(format_top_heads(result, 10))

@@ -56,11 +56,17 @@ class Row:
 
 @dataclass(frozen=True)
 class Finished:
-    """A row that is done: its generated tokens (EOS excluded) and why it stopped."""
+    """A row that is done: its generated tokens (EOS excluded) and why it stopped.
+
+    ``diverged_at`` is set when the row was compared with a draft (see
+    :mod:`sprint_lab.generation.verify`): the first token index where the two differ, ``None``
+    when they are identical.
+    """
 
     row: Row
     tokens: list[int]
     reason: str
+    diverged_at: int | None = None
 
 
 @dataclass(frozen=True)
@@ -124,12 +130,18 @@ class Batch:
         decoder = make_decoder(self.model, self.settings.attention, self.settings.use_cache)
         # the gate hooks every layer any row touches; per-row values are set before the body runs
         with head_mask(self.model, row_masks) as gate, decoder.attached():
-            logits, next_position = self._prefill(decoder, gate, mask_keys, row_masks)
-            self._decode(decoder, gate, logits, next_position)
+            self.generate(decoder, gate, mask_keys, row_masks)
         for i in self.active:
             if i not in self.finished:
                 self.finished[i] = Finished(self.rows[i], self.generated[i], "length")
         return [self.finished[i] for i in range(len(self.rows))]
+
+    def generate(
+        self, decoder: Decoder, gate: HeadGate, mask_keys: list[int], row_masks: MaskBatch
+    ) -> None:
+        """Prefill, then decode (a subclass may insert phases between them)."""
+        logits, next_position = self.prefill(decoder, gate, mask_keys, row_masks)
+        self.decode(decoder, gate, logits, next_position)
 
     def _prefix_len(self) -> int:
         """Length of the prefix all rows share and that is reused, or 0."""
@@ -139,7 +151,7 @@ class Batch:
         reuse = settings.reuse_prefix and settings.use_cache and len(prefixes) == 1
         return prefix_len if reuse and prefix_len > 0 else 0
 
-    def _prefill(
+    def prefill(
         self, decoder: Decoder, gate: HeadGate, mask_keys: list[int], row_masks: MaskBatch
     ) -> tuple[Logits, Int[Tensor, " batch"]]:
         """Prefix (cached per mask) and padded bodies; the logits and each row's next position."""
@@ -184,7 +196,7 @@ class Batch:
                     store.put(store_key, entry)
         return entries
 
-    def _decode(
+    def decode(
         self,
         decoder: Decoder,
         gate: HeadGate,
@@ -195,7 +207,7 @@ class Batch:
         sampler = self.settings.sampler
         for _ in range(self.settings.rule.max_new_tokens):
             tokens = sampler.pick(logits, [self.rows[i].generator for i in self.active])
-            keep = self._record(tokens.tolist())
+            keep = self.record(tokens.tolist())
             if not keep:
                 break
             if len(keep) < len(self.active):
@@ -208,7 +220,7 @@ class Batch:
             logits = decoder.step(tokens[:, None].to(self.device), next_position[:, None])
             next_position = next_position + 1
 
-    def _record(self, tokens: list[int]) -> list[int]:
+    def record(self, tokens: list[int]) -> list[int]:
         """Append each active row's token, finish the rows that are done; the slots kept."""
         rule = self.settings.rule
         keep = []

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from sprint_lab.core.model import LabModel
@@ -35,7 +35,7 @@ from sprint_lab.generation.attention_swap import (
     shared_prefix_attention,
     shared_prefix_supported,
 )
-from sprint_lab.generation.invariant import prefix_state
+from sprint_lab.generation.invariant import InvariantPrefixState, prefix_state
 from sprint_lab.generation.kv import (
     PrefixEntry,
     cache_layers,
@@ -100,6 +100,33 @@ class Decoder(Protocol):
 
     def select_rows(self, index: Int[Tensor, " kept"]) -> None:
         """Keep only the rows at ``index`` (finished rows leave the batch)."""
+        ...
+
+
+@runtime_checkable
+class TeacherForcing(Protocol):
+    """What verify-then-decode (:mod:`sprint_lab.generation.verify`) needs beyond :class:`Decoder`.
+
+    Only a batch-invariant decoder can serve it exactly: a teacher-forced position must get the
+    same outputs, bit for bit, as the decoding step that would have produced it.
+    """
+
+    def teacher_force(
+        self,
+        ids: Int[Tensor, "batch width"],
+        valid: Bool[Tensor, "batch width"],
+        positions: Int[Tensor, "batch width"],
+    ) -> Float[Tensor, "batch width d_model"]:
+        """Append the left-padded ``ids`` (``valid`` marks real tokens) in one forward pass, each
+        position computed as a decoding step would compute it; return the final hidden states."""
+        ...
+
+    def logits(self, hidden: Float[Tensor, "rows d_model"]) -> Float[Tensor, "rows vocab"]:
+        """The LM head applied to final hidden states (as a decoding step applies it)."""
+        ...
+
+    def drop_last(self, counts: Int[Tensor, " batch"]) -> None:
+        """Forget each row's last ``counts`` appended positions."""
         ...
 
 
@@ -269,6 +296,38 @@ class SharedPrefixDecoder:
         """See :meth:`Decoder.select_rows`."""
         assert self.state is not None, "start() first"
         self.state.select_rows(index)
+
+    def teacher_force(
+        self,
+        ids: Int[Tensor, "batch width"],
+        valid: Bool[Tensor, "batch width"],
+        positions: Int[Tensor, "batch width"],
+    ) -> Float[Tensor, "batch width d_model"]:
+        """See :meth:`TeacherForcing.teacher_force`."""
+        state = self.state
+        if not isinstance(state, InvariantPrefixState):
+            raise RuntimeError("teacher forcing needs the batch-invariant state")
+        state.begin(valid.to(device=self.model.device, dtype=torch.bool))
+        state.one_query_per_block = True
+        try:
+            out = self.model.hf_model.get_decoder()(
+                input_ids=ids, position_ids=positions, use_cache=False, **{STATE_KWARG: state}
+            )
+        finally:
+            state.one_query_per_block = False
+        state.commit()
+        return out.last_hidden_state
+
+    def logits(self, hidden: Float[Tensor, "rows d_model"]) -> Float[Tensor, "rows vocab"]:
+        """See :meth:`TeacherForcing.logits`."""
+        return self.model.hf_model.get_output_embeddings()(hidden)
+
+    def drop_last(self, counts: Int[Tensor, " batch"]) -> None:
+        """See :meth:`TeacherForcing.drop_last`."""
+        state = self.state
+        if not isinstance(state, InvariantPrefixState):
+            raise RuntimeError("drop_last needs the batch-invariant state (batch_invariant())")
+        state.drop_last(counts)
 
 
 def _shared_prefix_unusable(model: LabModel) -> str | None:

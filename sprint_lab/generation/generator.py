@@ -18,9 +18,9 @@ This module checks the arguments, tokenizes the prompts into rows and hands batc
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import cast
 
 import torch
@@ -36,6 +36,7 @@ from sprint_lab.generation.kv import PrefixCache
 from sprint_lab.generation.limits import check_prompt_chars, check_token_counts
 from sprint_lab.generation.sampling import Sampler
 from sprint_lab.generation.stopping import StopRule, eos_ids
+from sprint_lab.generation.verify import VerifyBatch, first_divergence
 
 Prompt = str | tuple[str, str]
 """A whole prompt, or a ``(prefix, suffix)`` pair whose prefix is shared and cached."""
@@ -55,6 +56,8 @@ class Completion:
         prompt_index: index of the prompt in the call.
         sample_index: index of the sample for that prompt (``0`` unless ``num_samples > 1``).
         token_ids: the generated token ids (EOS excluded).
+        diverged_at: with ``drafts=``, the first token index where the answer departs from its
+            draft (``None`` when identical, or without a draft).
     """
 
     text: str
@@ -63,6 +66,7 @@ class Completion:
     prompt_index: int = 0
     sample_index: int = 0
     token_ids: tuple[int, ...] = ()
+    diverged_at: int | None = None
 
     @classmethod
     def from_finished(cls, finished: Finished, rule: StopRule) -> Completion:
@@ -75,6 +79,7 @@ class Completion:
             prompt_index=finished.row.prompt_index,
             sample_index=finished.row.sample_index,
             token_ids=tuple(finished.tokens),
+            diverged_at=finished.diverged_at,
         )
 
 
@@ -217,6 +222,9 @@ def generate(
     progress: bool | Callable[[int], None] = False,
     attention: str = "auto",
     deterministic: bool = False,
+    drafts: Sequence[Sequence[int] | None] | None = None,
+    verify: bool = True,
+    timings: MutableMapping[str, float] | None = None,
 ) -> list[Completion]:
     """Generate completions, each prompt under its own head mask, in batches.
 
@@ -255,6 +263,13 @@ def generate(
         deterministic: batch-invariant generation (:mod:`sprint_lab.generation.invariant`):
             a prompt's tokens do not depend on which other prompts share its batch, the batch
             size or the thread count. Needs the shared-prefix path and the KV cache.
+        drafts: one draft answer per prompt (token ids, EOS excluded, e.g. the baseline's
+            ``Completion.token_ids``) or ``None``; each completion then carries ``diverged_at``.
+        verify: with ``drafts``, check each draft in one teacher-forced pass and decode only
+            from where it departs (verify-then-decode, :mod:`sprint_lab.generation.verify`):
+            the same tokens as plain decoding, for greedy decoding with ``deterministic=True``.
+            ``False`` decodes plainly and measures ``diverged_at`` afterwards.
+        timings: a dict that verify-then-decode adds its phase seconds and token counts to.
 
     Returns:
         ``len(prompts) * num_samples`` :class:`Completion` objects, prompt-major.
@@ -297,12 +312,68 @@ def generate(
     rows = make_rows(model, prompt_list, mask_of_prompt, num_samples, settings.sampler, seed)
     first_rows = rows[::num_samples]  # one row per prompt (rows are prompt-major)
     check_token_counts(model, [len(row.ids) for row in first_rows], max_new_tokens)
-    completions: list[Completion] = []
+    if drafts is not None:
+        _check_drafts(drafts, len(prompt_list), num_samples, sampler, verify, deterministic)
     invariance = batch_invariant(model) if deterministic else contextlib.nullcontext()
     with _progress(progress, len(rows)) as advance, torch.inference_mode(), invariance:
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start : start + batch_size]
-            done = Batch(model, chunk, masks, settings).run()
-            completions.extend(Completion.from_finished(f, settings.rule) for f in done)
-            advance(len(chunk))
+        completions = _run_batches(
+            model, rows, masks, settings, batch_size, advance, drafts if verify else None, timings
+        )
+    if drafts is not None and not verify:
+        completions = [_measured(c, drafts[c.prompt_index]) for c in completions]
     return completions
+
+
+def _run_batches(
+    model: LabModel,
+    rows: list[Row],
+    masks: MaskBatch,
+    settings: DecodeSettings,
+    batch_size: int,
+    advance: Callable[[int], object],
+    drafts: Sequence[Sequence[int] | None] | None,
+    timings: MutableMapping[str, float] | None,
+) -> list[Completion]:
+    """Decode ``rows`` ``batch_size`` at a time (verifying ``drafts`` when given)."""
+    completions: list[Completion] = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        if drafts is not None:
+            chunk_drafts = [drafts[row.prompt_index] for row in chunk]
+            batch: Batch = VerifyBatch(model, chunk, masks, settings, chunk_drafts, timings)
+        else:
+            batch = Batch(model, chunk, masks, settings)
+        completions.extend(Completion.from_finished(f, settings.rule) for f in batch.run())
+        advance(len(chunk))
+    return completions
+
+
+def _measured(completion: Completion, draft: Sequence[int] | None) -> Completion:
+    """``completion`` with its ``diverged_at`` measured against ``draft``."""
+    if draft is None:
+        return completion
+    return replace(completion, diverged_at=first_divergence(completion.token_ids, list(draft)))
+
+
+def _check_drafts(
+    drafts: Sequence[Sequence[int] | None],
+    n_prompts: int,
+    num_samples: int,
+    sampler: Sampler,
+    verify: bool,
+    deterministic: bool,
+) -> None:
+    if len(drafts) != n_prompts:
+        raise InputError(f"got {len(drafts)} drafts for {n_prompts} prompts: pass one per prompt")
+    if num_samples != 1:
+        raise InputError(f"drafts= needs num_samples=1, got {num_samples}")
+    if verify and not sampler.greedy:
+        raise InputError(
+            "verify=True is exact only for greedy decoding (temperature=0); sampled answers "
+            "decode plainly: pass verify=False"
+        )
+    if verify and not deterministic:
+        raise InputError(
+            "verify=True needs deterministic=True: only batch-invariant generation computes a "
+            "teacher-forced position exactly as a decoding step; pass verify=False otherwise"
+        )

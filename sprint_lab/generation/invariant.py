@@ -14,10 +14,23 @@ arithmetic noise. What made a row's result depend on its batch, measured on a 2-
 3. **Left padding** moves a row's keys within the padded width, so vectorised softmax and value
    sums group its terms differently.
 4. **Rows leaving mid-batch** shrink the row count (see 1).
-5. The prefix/suffix log-sum-exp merge, norms, rotary embeddings, activations and the head
-   gate work row by row and element by element: they were already invariant.
+5. **A query's slot in its attention block.** Prefill queries go in blocks of
+   :data:`QUERY_BLOCK` positions; with left padding, a row's t-th token sat at another slot
+   (and sometimes another block) when the batch's padded width changed. Found by
+   ``benchmarks/bench_invariance.py``: 1 of 88 bfloat16 answers differed between batch size 1
+   and 32 even with fixed-shape linears; the layer-by-layer trace showed equal inputs and a
+   different attention output. Queries are now gathered so that token t of every row is slot
+   t, and scattered back.
+6. **Elementwise exp/log over tiny per-row tensors** (the log-sum-exp merge of the prefix and
+   suffix parts, ``[rows, heads, m]``): after the fix above, one decoding step still gave a
+   last-bit difference in the merge between 8 rows and 1. Running every exp/log/logaddexp on
+   rows padded to :data:`LANES` values (:func:`rowwise`) removed it; a standalone reproduction
+   with random tensors did not show the difference, so the exact kernel path is not pinned down.
+7. Norms, rotary embeddings, activations, the head gate and, by measurement, a GEMM row's
+   position inside a fixed-shape tile, did not depend on the batch.
 
-Under :func:`batch_invariant` (``generate``/``sweep(..., deterministic=True)``, opt-in) every
+Under :func:`batch_invariant` (``sweep``'s default wherever the shared-prefix attention runs, see
+:func:`sprint_lab.sweeps.run.invariance_available`; ``generate(..., deterministic=True)``) every
 operation a row goes through has a shape of its own:
 
 * every ``torch.nn.Linear`` of the model (the projections, ``o_proj``, the MLP and the LM head)
@@ -26,8 +39,10 @@ operation a row goes through has a shape of its own:
   from index 0 (no padding inside the store), reduces scores and values over fixed chunks of
   :data:`CHUNK` keys (masked past the row's end), and accumulates the chunks in order in float32,
   so all-masked chunks add exact zeros; queries go in blocks of :data:`QUERY_BLOCK` positions
-  while prefilling and one position while decoding; shared prefix keys are read with a
-  broadcast (stride 0) batched product, one per key/value head, never copied per row.
+  while prefilling (token t of every row in slot t) and one position while decoding; shared
+  prefix keys are read with a broadcast (stride 0) batched product, one per key/value head,
+  never copied per row, in one chunk as wide as the prefix (its width does not depend on the
+  batch); every exp/log runs through :func:`rowwise`.
 
 ``benchmarks/bench_invariance.py`` counts the (question, configuration) pairs whose tokens differ
 between batch sizes, mixed and single-configuration batches and executors, with and without it.
@@ -56,7 +71,9 @@ __all__ = [
     "batch_invariant",
     "chunked_attention",
     "invariant_active",
+    "LANES",
     "prefix_state",
+    "rowwise",
     "tiled_linear",
 ]
 
@@ -68,6 +85,14 @@ CHUNK = 256
 
 QUERY_BLOCK = 64
 """Query positions per attention call while prefilling."""
+
+LANES = 256
+"""Values per row of every exp/log in :func:`rowwise` (a multiple of 16 lanes x 16 threads)."""
+
+_BATCHED_DTYPES = (torch.float32, torch.float64)
+"""Dtypes whose tiles go through one batched product (``torch.bmm`` runs each tile as its own
+``tile x d_in`` product; measured equal, bit for bit, to one ``F.linear`` call per tile, and 1.3x to
+3x faster for long prefills). CPU ``bmm`` in bfloat16 has no fast kernel, so bfloat16 tiles loop."""
 
 _ACTIVE: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "sprint_lab_invariant", default=False
@@ -99,10 +124,16 @@ def tiled_linear(
     padding = (-n) % tile
     if padding:
         flat = torch.cat([flat, flat.new_zeros(padding, flat.shape[1])])
-    parts = [
-        F.linear(flat[start : start + tile], weight, bias) for start in range(0, len(flat), tile)
-    ]
-    out = torch.cat(parts)[:n] if parts else flat.new_zeros(0, weight.shape[0])
+    if flat.dtype in _BATCHED_DTYPES and len(flat):
+        tiles = flat.reshape(-1, tile, flat.shape[1])
+        out = torch.bmm(tiles, weight.T.expand(tiles.shape[0], -1, -1)).reshape(-1, weight.shape[0])
+        out = out[:n] if bias is None else out[:n] + bias
+    else:
+        parts = [
+            F.linear(flat[start : start + tile], weight, bias)
+            for start in range(0, len(flat), tile)
+        ]
+        out = torch.cat(parts)[:n] if parts else flat.new_zeros(0, weight.shape[0])
     return out.reshape(*leading, weight.shape[0])
 
 
@@ -144,6 +175,27 @@ def batch_invariant(model: Any) -> Iterator[None]:
         for module in linears:
             vars(module).pop("forward", None)
         _ACTIVE.reset(token)
+
+
+def rowwise(fn: Any, *tensors: Tensor) -> Tensor:
+    """An elementwise ``fn`` over ``[rows, ...]`` tensors, each row padded to :data:`LANES` values.
+
+    CPU elementwise kernels run whole vectors and finish a range's tail with scalar code (and
+    split large ranges between threads); a vectorised ``exp``/``log`` can differ from the scalar
+    one in the last bit. Padding each row to a multiple of :data:`LANES` puts every row's values
+    in whole vectors at fixed offsets, whatever the number of rows.
+
+    Example:
+        >>> x = torch.randn(3, 2, 5)
+        >>> bool(torch.equal(rowwise(torch.exp, x)[:1], rowwise(torch.exp, x[:1])))
+        True
+    """
+    shape = tensors[0].shape
+    flat = [t.reshape(shape[0], -1) for t in tensors]
+    width = flat[0].shape[1]
+    if width % LANES:
+        flat = [F.pad(t, (0, (-width) % LANES)) for t in flat]
+    return fn(*flat)[:, :width].reshape(shape)
 
 
 def _products(a: Tensor, b: Tensor, shared: bool) -> Tensor:
@@ -202,11 +254,11 @@ def chunked_attention(
         (*query.shape[:-1], values.shape[-1]), dtype=torch.float32, device=query.device
     )
     for index, part in enumerate(scores):
-        weights = (part - top[..., None]).exp()
+        weights = rowwise(torch.exp, part - top[..., None])
         total = total + weights.sum(-1)
         block = values[:, :, index * chunk : (index + 1) * chunk]
         acc = acc + _products(weights.to(values.dtype), block, shared).float()
-    return (acc / total[..., None]).to(query.dtype), top + total.log()
+    return (acc / total[..., None]).to(query.dtype), top + rowwise(torch.log, total)
 
 
 class InvariantPrefixState(SharedPrefixState):
@@ -244,6 +296,9 @@ class InvariantPrefixState(SharedPrefixState):
         self._counts = self.lengths
         self._write: tuple[Tensor, Tensor, Tensor] | None = None
         self._positions: Tensor | None = None
+        self.one_query_per_block = False
+        """Attend every position as a decoding step would (one query per block): teacher-forced
+        tokens then get exactly the outputs step-by-step decoding gives them."""
 
     def begin(self, valid: Bool[Tensor, "batch new"]) -> None:
         """Declare the real positions about to be appended (each row's come last)."""
@@ -273,6 +328,18 @@ class InvariantPrefixState(SharedPrefixState):
         super().select_rows(rows)
         self.lengths = self.lengths.index_select(0, rows.to(self.lengths.device))
 
+    def drop_last(self, counts: Tensor) -> None:
+        """Forget each row's last ``counts`` stored positions (a rejected teacher-forced tail).
+
+        The dropped keys stay in the store but lie past the row's end, so they are masked, and
+        the next positions overwrite them.
+        """
+        counts = counts.to(self.lengths.device)
+        if bool((counts < 0).any()) or bool((counts > self.lengths).any()):
+            raise ValueError("drop_last: counts must lie between 0 and each row's stored length")
+        self.lengths = self.lengths - counts
+        self.length = int(self.lengths.max()) if len(self.lengths) else 0
+
     def attend(
         self,
         layer: int,
@@ -292,29 +359,41 @@ class InvariantPrefixState(SharedPrefixState):
         values[rows, :, dest] = value[rows, :, columns]
         width = -(-int((self.lengths + self._counts).max()) // CHUNK) * CHUNK
         suffix_keys, suffix_values = keys[:, :, :width], values[:, :, :width]
-        grouped = query.reshape(batch, n_kv, group_size, new, d_head).transpose(2, 3)
-        out = query.new_empty((batch, n_kv, new, group_size, d_head))
-        block = 1 if new == 1 else QUERY_BLOCK
+        grouped = query.reshape(batch, n_kv, group_size, new, d_head).permute(0, 3, 1, 2, 4)
+        # Row r's t-th real token goes to query slot t (not to its padded column), so it always
+        # sits at the same place of the same query block whatever the batch's padded width.
+        steps = torch.arange(new, device=query.device)
+        source = (new - self._counts[:, None] + steps[None, :]).clamp(max=new - 1)
+        rows = torch.arange(batch, device=query.device)[:, None]
+        aligned = grouped[rows, source].permute(0, 2, 1, 3, 4)  # [batch, n_kv, new, group, d]
+        aligned_positions = self._positions.gather(1, source)
+        out = query.new_zeros((batch, n_kv, new, group_size, d_head))
+        block = 1 if new == 1 or self.one_query_per_block else QUERY_BLOCK
         key_index = torch.arange(width, device=query.device)
-        for start in range(0, new, block):
+        for start in range(0, int(self._counts.max()) if batch else 0, block):
             size = min(block, new - start)
-            part = F.pad(grouped[:, :, start : start + size], (0, 0, 0, 0, 0, block - size))
+            part = F.pad(aligned[:, :, start : start + size], (0, 0, 0, 0, 0, block - size))
             part = part.reshape(batch, n_kv, block * group_size, d_head)
-            positions = F.pad(self._positions[:, start : start + size], (0, block - size))
+            positions = F.pad(aligned_positions[:, start : start + size], (0, block - size))
             allowed = key_index[None, None, :] <= positions[:, :, None]
             allowed = allowed[:, :, None, :].expand(batch, block, group_size, width)
             allowed = allowed.reshape(batch, 1, block * group_size, width)
             merged, lse = chunked_attention(part, suffix_keys, suffix_values, allowed, scaling)
             if self.prefix is not None:
                 prefix_out, prefix_lse = self._prefix_part(layer, part, scaling)
-                total = torch.logaddexp(lse, prefix_lse)
+                total = rowwise(torch.logaddexp, lse, prefix_lse)
                 merged = (
-                    merged.float() * (lse - total).exp()[..., None]
-                    + prefix_out.float() * (prefix_lse - total).exp()[..., None]
+                    merged.float() * rowwise(torch.exp, lse - total)[..., None]
+                    + prefix_out.float() * rowwise(torch.exp, prefix_lse - total)[..., None]
                 ).to(query.dtype)
             merged = merged.reshape(batch, n_kv, block, group_size, d_head)
             out[:, :, start : start + size] = merged[:, :, :size]
-        return out.permute(0, 2, 1, 3, 4).reshape(batch, new, n_heads, d_head)
+        real_rows, real_steps = (steps[None, :] < self._counts[:, None]).nonzero(as_tuple=True)
+        result = query.new_zeros((batch, new, n_heads, d_head))
+        result[real_rows, source[real_rows, real_steps]] = out.permute(0, 2, 1, 3, 4)[
+            real_rows, real_steps
+        ].reshape(-1, n_heads, d_head)
+        return result
 
     def _prefix_part(
         self, layer: int, query: Float[Tensor, "batch n_kv rows d_head"], scaling: float
@@ -333,6 +412,7 @@ class InvariantPrefixState(SharedPrefixState):
                 values[group : group + 1],
                 allowed,
                 scaling,
+                chunk=keys.shape[2],
                 shared=True,
             ),
         )

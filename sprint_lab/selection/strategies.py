@@ -274,6 +274,7 @@ def compare_strategies(
     grade_mode: str = "flexible",
     progress: bool = True,
     executor: Any = "local",
+    placebos: int = 1,
 ) -> pd.DataFrame:
     """Score every strategy of :data:`STRATEGY_TABLE` on held-out questions.
 
@@ -299,6 +300,9 @@ def compare_strategies(
             authors' MATH500 rule); a passed-in ``sweep`` must have used the same mode.
         progress: show progress bars.
         executor: where the test sweep runs, passed to :func:`~sprint_lab.sweeps.run.sweep`.
+        placebos: unpruned configurations added to the test sweep (its noise floor); their
+            check (:meth:`~sprint_lab.sweeps.result.SweepResult.placebo_check`) is kept in
+            ``table.attrs["placebo_check"]``. They are never candidates.
 
     Returns:
         One row per (strategy, n, metric): ``strategy``, ``n``, ``metric`` (``pass_at_n``,
@@ -333,6 +337,7 @@ def compare_strategies(
             progress=progress,
             grade_mode=grade_mode,
             executor=executor,
+            placebos=placebos,
         )
     ctx = StrategyContext(
         model=model,
@@ -356,7 +361,9 @@ def compare_strategies(
     for name, strategy in STRATEGY_TABLE.items():
         scores, std = strategy.run(ctx)
         rows += _rows(name, strategy, scores, std, len(test_problems))
-    return pd.DataFrame(rows, columns=["strategy", "n", "metric", "value", "std", "n_questions"])
+    table = pd.DataFrame(rows, columns=["strategy", "n", "metric", "value", "std", "n_questions"])
+    table.attrs["placebo_check"] = sweep.placebo_check().to_dict("records")
+    return table
 
 
 def best_of_n_answers(

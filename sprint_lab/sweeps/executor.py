@@ -73,6 +73,7 @@ class SweepJob:
             id -> fingerprint, :mod:`sprint_lab.sweeps.identity`) are stamped on every row.
         placebos: unpruned configurations run as if pruned (``"none~1"``, ...).
         deterministic: batch-invariant generation (:mod:`sprint_lab.generation.invariant`).
+        strategy: how pruned rows are generated (:data:`~sprint_lab.sweeps.batch.STRATEGIES`).
     """
 
     model: LabModel
@@ -88,7 +89,8 @@ class SweepJob:
     store: SweepStore | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     placebos: int = 0
-    deterministic: bool = False
+    deterministic: bool = True
+    strategy: str = "decode"
 
     @property
     def configs(self) -> list[str]:
@@ -239,7 +241,7 @@ class LocalExecutor:
         runner = BatchRunner(
             job.model, job.problems, prompt=job.template, max_new_tokens=job.max_new_tokens,
             grade_mode=job.grade_mode, prefix_cache_entries=self.prefix_cache_entries,
-            attention=self.attention, deterministic=job.deterministic,
+            attention=self.attention, deterministic=job.deterministic, strategy=job.strategy,
         )  # fmt: skip
         sink.open_progress("sweep")
         items = list(items)

@@ -45,8 +45,14 @@ COLUMNS = [
     "n_tokens",
     "finish_reason",
     "extractor",
+    "diverged_at",
 ]
-"""The columns of every sweep row (then :data:`GROUP_COLUMNS` when the problems have them)."""
+"""The columns of every sweep row (then :data:`GROUP_COLUMNS` when the problems have them).
+
+``diverged_at`` is the first token of the answer where a configuration's answer departs from
+the baseline's (``<NA>`` when identical, and for the baseline itself): a per-(question, head)
+measure of how much the head matters even when the verdict does not change.
+"""
 
 GROUP_COLUMNS = ("level", "subject")
 """Optional problem attributes copied into the rows when any problem has them."""
@@ -185,6 +191,7 @@ def make_row(
         "n_tokens": completion.n_tokens,
         "finish_reason": completion.finish_reason,
         "extractor": verdict.extractor,
+        "diverged_at": getattr(completion, "diverged_at", None),
     }
     for column in groups:
         row[column] = getattr(problem, column, None)
@@ -221,6 +228,8 @@ def order_table(
     table["head"] = table["head"].astype("int64")
     table["n_tokens"] = table["n_tokens"].astype("int64")
     table["correct"] = table["correct"].astype(bool)
+    if "diverged_at" in table.columns:  # (absent from tables written before it existed)
+        table["diverged_at"] = table["diverged_at"].astype("Int64")
     for column in table.columns:  # text columns: one dtype whichever batches the rows came from
         if table[column].dtype == object:
             table[column] = table[column].infer_objects()

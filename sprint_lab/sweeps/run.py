@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from sprint_lab.core.gate import masks_for
 from sprint_lab.core.heads import Head, as_heads
+from sprint_lab.generation.attention_swap import shared_prefix_supported
 from sprint_lab.generation.limits import check_problem_lengths
-from sprint_lab.sweeps.batch import plan
+from sprint_lab.sweeps.batch import check_strategy, plan
 from sprint_lab.sweeps.executor import (
     Executor,
     RowSink,
@@ -60,7 +61,7 @@ def sweep_meta(
     max_new_tokens: int,
     grade_mode: str,
     seed: int,
-    deterministic: bool = False,
+    deterministic: bool = True,
 ) -> dict[str, Any]:
     """The settings recorded with a sweep (and checked when a store is resumed).
 
@@ -105,6 +106,23 @@ def _checked(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     masks_for(model, [[h] for h in heads])  # validates every head against the model
     return problems, heads
+
+
+def invariance_available(model: LabModel, executor: Any) -> bool:
+    """Whether ``executor`` can run ``model`` batch-invariantly (``sweep``'s default).
+
+    Batch-invariant generation needs the shared-prefix attention path: models that path cannot
+    reproduce exactly (sliding windows, soft-capping; see
+    :func:`~sprint_lab.generation.attention_swap.shared_prefix_supported`) and executors set to
+    the bridge's own attention run the fast, batch-dependent path instead.
+
+    Example:
+        >>> from sprint_lab.sweeps.executor import LocalExecutor
+        >>> invariance_available(model, LocalExecutor()), invariance_available(
+        ...     model, LocalExecutor(attention="bridge"))
+        (True, False)
+    """
+    return shared_prefix_supported(model) and getattr(executor, "attention", "auto") != "bridge"
 
 
 def _refuse_stale(store: SweepStore, status: StoreStatus) -> None:
@@ -177,7 +195,8 @@ def sweep(
     tags: dict[str, Any] | None = None,
     recompute_stale: bool = False,
     placebos: int = 0,
-    deterministic: bool = False,
+    deterministic: bool | None = None,
+    strategy: str = "decode",
 ) -> SweepResult:
     """Prune each head in turn (plus the unpruned baseline) and answer every question.
 
@@ -211,8 +230,17 @@ def sweep(
             when generation is batch-invariant. ``deltas()`` lists them next to the heads.
         deterministic: batch-invariant generation (:mod:`sprint_lab.generation.invariant`): a
             pair's tokens do not depend on the batch size, the other rows of its batch, the
-            executor or the number of workers. It is still much slower than the default
-            batch-dependent kernels on CPU; the choice is recorded in ``meta``.
+            executor or the number of workers. ``None`` (default): on whenever the execution
+            path supports it (:func:`invariance_available`); ``False`` is the faster,
+            batch-dependent path. The choice is recorded in ``meta["deterministic"]`` and is
+            part of the rows' identity.
+        strategy: how pruned rows are generated: ``"verify"`` teacher-forces the baseline's
+            answer and decodes only from the first token where the pruned model departs from it
+            (verify-then-decode, :mod:`sprint_lab.generation.verify`: the same tokens as
+            ``"decode"``, which decodes every answer from its prompt, the default: on a 2-core
+            CPU ``"verify"`` measured 0.81x its speed, see ``benchmarks/bench_full_sweep.py``).
+            Recorded in ``meta["strategy"]``; not part of the rows' identity (both give the same
+            rows).
 
     Returns:
         A :class:`~sprint_lab.sweeps.result.SweepResult`, one row per (question, configuration).
@@ -227,6 +255,9 @@ def sweep(
     template = get_template(prompt)
     check_problem_lengths(model, problems, template, max_new_tokens)
     runner = resolve_executor(executor)
+    if deterministic is None:
+        deterministic = invariance_available(model, runner)
+    check_strategy(strategy, deterministic)
     meta = {
         **(tags or {}),
         **sweep_meta(
@@ -235,6 +266,7 @@ def sweep(
     }
     configs = config_labels(heads, placebos)  # validates placebos
     meta["placebos"] = int(placebos)
+    meta["strategy"] = strategy
 
     with _opened_store(out, resume, meta, configs, recompute_stale) as (store, done):
         items = plan(problems, heads, done, placebos)
@@ -242,7 +274,7 @@ def sweep(
             model, problems, heads, template, max_new_tokens=max_new_tokens,
             grade_mode=grade_mode, batch_size=batch_size, progress=progress, callback=callback,
             cancel=cancel, store=store, meta=meta, placebos=placebos,
-            deterministic=deterministic,
+            deterministic=deterministic, strategy=strategy,
         )  # fmt: skip
         with RowSink(job, pending=len(items)) as sink:
             complete = runner.run(job, items, sink)

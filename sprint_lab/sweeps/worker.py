@@ -45,6 +45,8 @@ class ShardWorker:
         prompt, max_new_tokens, grade_mode: as in :func:`~sprint_lab.sweeps.run.sweep`.
         threads: torch intra-op threads for this worker.
         device: ``None`` for CUDA when this worker sees a GPU, else CPU.
+        deterministic: batch-invariant generation.
+        strategy: ``"verify"`` or ``"decode"`` (see :class:`~sprint_lab.sweeps.batch.BatchRunner`).
 
     Example:
         >>> worker = ShardWorker(model_sources(model), "float32", problems, max_new_tokens=2)
@@ -64,6 +66,7 @@ class ShardWorker:
         threads: int = 1,
         device: str | None = None,
         deterministic: bool = False,
+        strategy: str = "decode",
     ) -> None:
         import torch
 
@@ -75,7 +78,7 @@ class ShardWorker:
         self.model = load_model(source, dtype=dtype, device=device)
         self.runner = BatchRunner(
             self.model, problems, prompt=prompt, max_new_tokens=max_new_tokens,
-            grade_mode=grade_mode, deterministic=deterministic,
+            grade_mode=grade_mode, deterministic=deterministic, strategy=strategy,
         )  # fmt: skip
         self.info = {
             "pid": os.getpid(),

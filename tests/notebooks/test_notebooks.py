@@ -78,7 +78,7 @@ def _check_outputs(name: str, out_dir: Path, nb) -> None:
         assert "heads of layer 0 change this answer" in text
     elif name == "02_head_sweep_heatmap":
         assert list(out_dir.glob("02-sweep-*/part-*.parquet"))
-        assert "SweepResult(16 rows: 4 questions x 4 configurations)" in text
+        assert "SweepResult(20 rows: 4 questions x 5 configurations)" in text
     elif name == "03_train_selector":
         run = next(out_dir.glob("03-*"))
         assert (run / "selector" / "config.json").is_file()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+import torch
 
 from sprint_lab import SweepResult, load_problems, sweep
 from sprint_lab.core.heads import is_placebo, parse_config, placebo_label
@@ -105,3 +106,25 @@ def test_deterministic_sweep_placebos_equal_the_baseline_in_bfloat16(tiny_models
     )  # fmt: skip
     mixed = result.table[~result.table["config"].str.startswith("none~")].reset_index(drop=True)
     assert mixed["completion"].tolist() == single.table["completion"].tolist()
+
+
+def test_breaking_batch_invariance_makes_the_placebo_check_fail(tiny, problems, monkeypatch):
+    """Logits that depend on the batch's size (what batch-dependent kernels do) show up in the
+    placebo check: the same unpruned configuration answers differently in another batch."""
+    lm_head = tiny.hf_model.lm_head
+
+    def batch_dependent(module, inputs, output):
+        # each row's noise depends on its place in the batch and on the batch's size
+        generator = torch.Generator().manual_seed(output.shape[0])
+        noise = torch.randn(output.shape, generator=generator, dtype=torch.float32)
+        return output + 3 * noise.to(output.dtype)
+
+    handle = lm_head.register_forward_hook(batch_dependent)
+    try:
+        broken = sweep(tiny, problems, HEADS, placebos=2, **{**SETTINGS, "batch_size": 4})
+    finally:
+        handle.remove()
+    check = broken.placebo_check()
+    assert check["mismatched"].sum() > 0, check
+    deltas = broken.deltas().set_index("config")
+    assert "none~1" in deltas.index and "mismatched" in check.columns

@@ -136,8 +136,9 @@ def test_ray_executor_holds_the_knobs_and_imports_ray_lazily():
 
 def test_ray_sweep_equals_local(ray_cluster, embedded_model, problems, heads, local_result):
     result = sweep(
-        embedded_model, problems, heads, batch_size=2, executor=RayExecutor(workers=2), **SETTINGS
-    )
+        embedded_model, problems, heads, batch_size=2, executor=RayExecutor(workers=2),
+        strategy="verify", **SETTINGS,
+    )  # fmt: skip
     stats = result.meta["ray"]
     assert stats["workers"] == 2 and stats["threads_per_worker"] == 1
     assert stats["shards"] == stats["shards_run"] == 8 and stats["items_run"] == N_PAIRS

@@ -87,6 +87,7 @@ def test_interrupt_and_resume(embedded_model, problems, heads, full, tmp_path):
         out=out,
         callback=stop_after_first,
         cancel=cancel,
+        strategy="verify",  # cancel, interrupt and resume on verify-then-decode too
         **SETTINGS,
     )
     assert not partial.complete and len(partial.table) == SETTINGS["batch_size"]
@@ -95,7 +96,8 @@ def test_interrupt_and_resume(embedded_model, problems, heads, full, tmp_path):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        sweep(embedded_model, problems, heads, out=out, callback=boom, **SETTINGS)
+        sweep(embedded_model, problems, heads, out=out, callback=boom, strategy="verify",
+              **SETTINGS)  # fmt: skip
     assert len(SweepResult.load(out).table) == 2 * SETTINGS["batch_size"]  # nothing lost
 
     redone = []
@@ -105,6 +107,7 @@ def test_interrupt_and_resume(embedded_model, problems, heads, full, tmp_path):
         heads,
         out=out,
         callback=lambda p: redone.append(len(p.new_rows)),
+        strategy="verify",
         **SETTINGS,
     )
     assert sum(redone) == len(full.table) - 2 * SETTINGS["batch_size"]
@@ -227,3 +230,16 @@ def test_report_html(full, tmp_path):
     path = write_report(full, tmp_path / "report.html")
     text = path.read_text()
     assert "plotly" in text.lower() and "L0H0" in text and "<table" in text
+
+
+def test_verify_and_decode_strategies_give_the_same_table(embedded_model, problems, heads, full):
+    assert full.meta["strategy"] == "decode" and full.meta["deterministic"] is True
+    verified = sweep(embedded_model, problems, heads, strategy="verify", **SETTINGS)
+    assert verified.meta["strategy"] == "verify"
+    pd.testing.assert_frame_equal(verified.table, full.table)
+    diverged = full.table.set_index("config")["diverged_at"]
+    assert diverged.loc[BASELINE].isna().all()
+    assert diverged.drop(BASELINE).notna().any()
+    assert str(full.table["diverged_at"].dtype) == "Int64"
+    with pytest.raises(ValueError, match="strategy='verify' is exact only with deterministic"):
+        sweep(embedded_model, problems, heads, strategy="verify", deterministic=False, **SETTINGS)
