@@ -104,7 +104,7 @@ class Decoder(Protocol):
 
 
 @runtime_checkable
-class TeacherForcing(Protocol):
+class TeacherForcing(Decoder, Protocol):
     """What verify-then-decode (:mod:`sprint_lab.generation.verify`) needs beyond :class:`Decoder`.
 
     Only a batch-invariant decoder can serve it exactly: a teacher-forced position must get the
