@@ -50,6 +50,8 @@ if TYPE_CHECKING:
         masks_for,
         parse_config,
     )
+    from sprint_lab.core.ablation import HeadMeans, head_means
+    from sprint_lab.core.configs import Config, layer
     from sprint_lab.core.errors import InputError, SetupError, SprintLabError
     from sprint_lab.core.heads import is_placebo, placebo_label
     from sprint_lab.engines import adapter_path, export_head_adapters
@@ -138,6 +140,8 @@ LAZY_NAMES: dict[str, str] = {
         "head_mask hook_z_name load_model mask_for masks_for",
     ),
     **_names("sprint_lab.core.heads", "is_placebo placebo_label"),
+    **_names("sprint_lab.core.configs", "Config layer"),
+    **_names("sprint_lab.core.ablation", "HeadMeans head_means"),
     **_names("sprint_lab.core.errors", "InputError SetupError SprintLabError"),
     **_names(
         "sprint_lab.tasks",
@@ -230,6 +234,10 @@ __all__ = [
     "masks_for",
     "is_placebo",
     "placebo_label",
+    "Config",
+    "layer",
+    "HeadMeans",
+    "head_means",
     # errors (exit codes of the sprint-lab command)
     "InputError",
     "SetupError",

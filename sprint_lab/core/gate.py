@@ -7,6 +7,13 @@ head even under grouped-query attention). The gate multiplies ``z`` by a mask: 1
 0 ablates it (exactly like zeroing that head's ``o_proj`` input columns), and a differentiable
 mask at 1 gives Michel et al.'s importance gradient. A mask is ``[n_layers, n_heads]`` (same for
 the whole batch) or ``[batch, n_layers, n_heads]`` (one configuration per batch row).
+
+With a *replacement* ``r`` (``[n_layers, n_heads, d_head]`` or one per row) the gate is the
+affine map ``z * m + (1 - m) * r``: an ablated head's output becomes ``r`` instead of zero, at
+every position and decoding step. That is mean ablation (``r`` = the head's mean output over
+reference prompts) and resample ablation (``r`` = its output on another question;
+:mod:`sprint_lab.core.ablation`). Without a replacement the gate computes ``z * m`` exactly as
+before, and a row whose replacement is all zeros gets the same values as ``z * m``.
 """
 
 from __future__ import annotations
@@ -31,6 +38,12 @@ MaskBatch = Float[Tensor, "batch n_layers n_heads"]
 
 Mask = LayerHeadMask | MaskBatch
 """What the gate takes: one mask for the whole batch, or one per row."""
+
+ReplacementBatch = Float[Tensor, "batch n_layers n_heads d_head"]
+"""Per-row replacement outputs of the ablated heads (zeros for zero ablation)."""
+
+Replacement = Float[Tensor, "n_layers n_heads d_head"] | ReplacementBatch
+"""What an ablated head outputs instead of zero: one for the batch, or one per row."""
 
 GateHook = Callable[[Float[Tensor, "batch pos n_heads d_head"], object], Tensor]
 """A ``hook_z`` forward hook: ``(z, hook point) -> gated z``."""
@@ -153,28 +166,44 @@ class HeadGate:
     rows from a batch updates the per-row mask in place with :meth:`set_mask` (hooks read the
     current mask at every forward call, so the prompt and every decoding step are gated).
     Only layers where the mask differs from 1 are hooked, so a gate on one layer costs one
-    multiply per forward pass.
+    multiply per forward pass (and one multiply-add with a replacement).
     """
 
-    def __init__(self, model: LabModel, mask: Mask) -> None:
+    def __init__(self, model: LabModel, mask: Mask, replacement: Replacement | None = None) -> None:
         self.model = model
         self._mask = validate_mask(model, mask)
+        self._replacement = validate_replacement(model, self._mask, replacement)
         self._cast: dict[tuple[torch.dtype, torch.device], Tensor] = {}
+        self._cast_replacement: dict[tuple[torch.dtype, torch.device], Tensor] = {}
 
     @property
     def mask(self) -> Mask:
         """The current mask, ``[n_layers, n_heads]`` or ``[batch, n_layers, n_heads]``."""
         return self._mask
 
-    def set_mask(self, mask: Mask) -> None:
-        """Replace the mask. The set of hooked layers stays as it was when the gate opened."""
+    @property
+    def replacement(self) -> Replacement | None:
+        """What ablated heads output instead of zero, or ``None`` (zero ablation)."""
+        return self._replacement
+
+    def set_mask(self, mask: Mask, replacement: Replacement | None = None) -> None:
+        """Replace the mask (and the replacement, ``None`` for zero ablation).
+
+        The set of hooked layers stays as it was when the gate opened.
+        """
         self._mask = validate_mask(self.model, mask)
+        self._replacement = validate_replacement(self.model, self._mask, replacement)
         self._cast.clear()
+        self._cast_replacement.clear()
 
     def select_rows(self, rows: Int[Tensor, " kept"]) -> None:
-        """Keep only batch ``rows`` of a per-row mask (a shared mask is left alone)."""
-        if self._mask.dim() == 3:
-            self.set_mask(self._mask[rows.to(self._mask.device)])
+        """Keep only batch ``rows`` of a per-row mask and replacement (shared ones stay)."""
+        mask, replacement = self._mask, self._replacement
+        if mask.dim() == 3:
+            mask = mask[rows.to(mask.device)]
+        if replacement is not None and replacement.dim() == 4:
+            replacement = replacement[rows.to(replacement.device)]
+        self.set_mask(mask, replacement)
 
     def active_layers(self) -> list[int]:
         """Layers whose mask is not all ones (or that need gradients)."""
@@ -201,20 +230,83 @@ class HeadGate:
             )
         return layer_mask[:, None, :, None]
 
+    def _layer_offset(
+        self, layer: int, z: Float[Tensor, "batch pos n_heads d_head"]
+    ) -> Float[Tensor, "#batch 1 n_heads d_head"] | None:
+        """``(1 - m) * r`` of ``layer``, shaped to add to ``z`` (``None`` without a replacement)."""
+        if self._replacement is None:
+            return None
+        key = (z.dtype, z.device)
+        offset = self._cast_replacement.get(key)
+        if offset is None:
+            mask = self._mask.detach().to(device=z.device, dtype=z.dtype)
+            replacement = self._replacement.to(device=z.device, dtype=z.dtype)
+            offset = (1 - mask)[..., None] * replacement
+            self._cast_replacement[key] = offset
+        layer_offset = offset[..., layer, :, :]  # [n_heads, d_head] or [batch, n_heads, d_head]
+        if layer_offset.dim() == 2:
+            return layer_offset[None, None]
+        if layer_offset.shape[0] != z.shape[0]:
+            raise ValueError(
+                f"per-row replacement has {layer_offset.shape[0]} rows but the batch has "
+                f"{z.shape[0]}"
+            )
+        return layer_offset[:, None]
+
     def hooks(self) -> list[tuple[str, GateHook]]:
         """``(hook name, hook function)`` pairs for ``bridge.hooks(fwd_hooks=...)``."""
 
         def make(layer: int) -> GateHook:
             def gate_hook(z: Tensor, hook: object) -> Tensor:  # z: [batch, pos, n_heads, d_head]
-                return z * self._layer_factor(layer, z)
+                gated = z * self._layer_factor(layer, z)
+                offset = self._layer_offset(layer, z)
+                return gated if offset is None else gated + offset
 
             return gate_hook
 
         return [(hook_z_name(layer), make(layer)) for layer in self.active_layers()]
 
 
+def validate_replacement(
+    model: LabModel, mask: Tensor, replacement: Tensor | None
+) -> Replacement | None:
+    """Check a replacement's shape against ``model`` and ``mask``; return it as a float tensor.
+
+    Raises:
+        InputError: for a shape other than ``[n_layers, n_heads, d_head]`` or
+            ``[batch, n_layers, n_heads, d_head]``, a batch that differs from a per-row mask's,
+            or NaN/inf values.
+
+    Example:
+        >>> validate_replacement(model, torch.ones(3, 4), torch.zeros(3, 4, 2))
+        Traceback (most recent call last):
+        ...
+        sprint_lab.core.errors.InputError: head replacement has shape (3, 4, 2); expected ...
+    """
+    if replacement is None:
+        return None
+    replacement = torch.as_tensor(replacement)
+    expected = (model.n_layers, model.n_heads, model.d_head)
+    if replacement.dim() not in (3, 4) or tuple(replacement.shape[-3:]) != expected:
+        raise InputError(
+            f"head replacement has shape {tuple(replacement.shape)}; expected [n_layers, n_heads, "
+            f"d_head] = {list(expected)} or [batch, n_layers, n_heads, d_head]"
+        )
+    if replacement.dim() == 4 and mask.dim() == 3 and replacement.shape[0] != mask.shape[0]:
+        raise InputError(
+            f"head replacement has {replacement.shape[0]} rows but the mask has {mask.shape[0]}"
+        )
+    if not replacement.is_floating_point():
+        replacement = replacement.float()
+    if not bool(torch.isfinite(replacement).all()):
+        raise InputError("head replacement holds NaN or infinite values")
+    return replacement
+
+
 @contextmanager
-def head_mask(model: LabModel, mask: Mask) -> Iterator[HeadGate]:
+def head_mask(
+    model: LabModel, mask: Mask, replacement: Replacement | None = None
+) -> Iterator[HeadGate]:
     """Multiply every head's output by ``mask`` while the block runs.
 
     The hooks are removed on every exit path: normal return, exception or
@@ -223,6 +315,8 @@ def head_mask(model: LabModel, mask: Mask) -> Iterator[HeadGate]:
     Args:
         model: a :class:`~sprint_lab.core.model.LabModel`.
         mask: ``[n_layers, n_heads]`` or ``[batch, n_layers, n_heads]``; 0 ablates, 1 keeps.
+        replacement: what ablated heads output instead of zero (``z * m + (1 - m) * r``),
+            ``[n_layers, n_heads, d_head]`` or one per row; ``None`` zeroes them.
 
     Yields:
         The :class:`HeadGate` (its mask can be replaced mid-generation).
@@ -235,7 +329,7 @@ def head_mask(model: LabModel, mask: Mask) -> Iterator[HeadGate]:
         >>> gate.active_layers(), logits.shape[:2]
         ([1], torch.Size([1, 3]))
     """
-    gate = HeadGate(model, mask)
+    gate = HeadGate(model, mask, replacement)
     lock = getattr(model, "lock", None) or contextlib.nullcontext()
     with lock, model.bridge.hooks(fwd_hooks=gate.hooks()):  # one gate per model at a time
         yield gate

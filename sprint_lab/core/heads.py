@@ -5,9 +5,11 @@ Under grouped-query attention several query heads share one key/value group; spr
 always counts query heads, as the SPRINT authors did (``config.num_attention_heads``).
 
 A *configuration* is what one row of a sweep runs under: the unpruned baseline
-(:data:`BASELINE`, label ``"none"``) or a set of pruned heads. Its label is the one key that the
-store, the statistics, the selector and the figures share; :func:`config_label` writes it and
-:func:`parse_config` is the one parser of it.
+(:data:`BASELINE`, label ``"none"``) or a set of pruned heads, ablated in one of the
+:data:`ABLATION_KINDS`. Its label is the one key that the store, the statistics, the selector and
+the figures share; :func:`config_label` writes it and :func:`parse_config` is the one parser of
+it. The grammar: head labels joined by ``+`` (``"L3H5+L7H2"``), ``"L12"`` for every head of a
+layer, then ``@mean`` or ``@resample`` for a kind other than zeroing (``"L3H5@mean"``).
 
 A *placebo* (label ``"none~1"``, ``"none~2"``, ...; :func:`placebo_label`) prunes nothing, yet
 runs as a configuration of its own: its rows sit in their own positions of mixed batches, as a
@@ -25,6 +27,7 @@ from typing import Any
 from sprint_lab.core.boundary import no_type_check
 
 _LABEL = re.compile(r"^\s*L(\d+)\s*H(\d+)\s*$", re.IGNORECASE)
+_LAYER_LABEL = re.compile(r"^\s*L(\d+)\s*$", re.IGNORECASE)
 
 BASELINE = "none"
 """The configuration label of the unpruned model."""
@@ -36,6 +39,13 @@ _PLACEBO = re.compile(rf"^{BASELINE}{PLACEBO_MARK}([1-9][0-9]*)$")
 
 CONFIG_SEPARATOR = "+"
 """Joins the head labels of a multi-head configuration: ``"L3H5+L7H2"``."""
+
+KIND_MARK = "@"
+"""Separates a configuration's heads from its ablation kind: ``"L3H5@mean"``."""
+
+ABLATION_KINDS = ("zero", "mean", "resample")
+"""How a configuration ablates its heads (:mod:`sprint_lab.core.ablation`): ``"zero"`` (SPRINT's,
+the default, no mark in the label), ``"mean"`` or ``"resample"``."""
 
 
 @no_type_check  # validates its fields itself (bools, floats, negatives -> ValueError)
@@ -110,37 +120,126 @@ def _index(value: Any, item: Any) -> int:
     return value
 
 
-def config_label(heads: Iterable[Head | str | tuple[int, int]] | Head | None) -> str:
-    """The label of a configuration: ``"none"`` for no heads, else head labels joined by ``+``.
+def config_label(
+    heads: Iterable[Head | str | tuple[int, int]] | Head | None, kind: str = "zero"
+) -> str:
+    """The label of a configuration: ``"none"`` for no heads, else head labels joined by ``+``
+    (and ``@kind`` for an ablation kind other than ``"zero"``).
 
     Example:
         >>> config_label(None), config_label(Head(3, 5)), config_label(["L3H5", (7, 2)])
         ('none', 'L3H5', 'L3H5+L7H2')
+        >>> config_label(["L3H5"], kind="mean")
+        'L3H5@mean'
     """
     if heads is None:
         return BASELINE
-    if isinstance(heads, Head):
-        return heads.label
-    labels = [head.label for head in as_heads(heads)]
-    return CONFIG_SEPARATOR.join(labels) if labels else BASELINE
+    labels = [heads.label] if isinstance(heads, Head) else [h.label for h in as_heads(heads)]
+    if not labels:
+        return BASELINE
+    return CONFIG_SEPARATOR.join(labels) + kind_suffix(kind)
 
 
-def parse_config(label: str) -> tuple[Head, ...]:
-    """The pruned heads of a configuration label (``()`` for the baseline).
+def kind_suffix(kind: str) -> str:
+    """The label suffix of an ablation kind: ``""`` for ``"zero"``, else ``"@kind"``.
 
     Raises:
-        ValueError: if ``label`` is neither ``"none"`` nor ``+``-joined head labels.
+        ValueError: for a kind outside :data:`ABLATION_KINDS`.
+
+    Example:
+        >>> kind_suffix("zero"), kind_suffix("mean")
+        ('', '@mean')
+    """
+    if kind not in ABLATION_KINDS:
+        raise ValueError(f"unknown ablation kind {kind!r}; use one of {ABLATION_KINDS}")
+    return "" if kind == "zero" else f"{KIND_MARK}{kind}"
+
+
+def split_kind(label: str) -> tuple[str, str]:
+    """A label's heads part and its ablation kind (``"zero"`` when unmarked).
+
+    Raises:
+        ValueError: for an unknown kind.
+
+    Example:
+        >>> split_kind("L3H5+L7H2@mean"), split_kind("L3H5")
+        (('L3H5+L7H2', 'mean'), ('L3H5', 'zero'))
+    """
+    text = str(label).strip()
+    heads, mark, kind = text.partition(KIND_MARK)
+    if not mark:
+        return text, "zero"
+    kind = kind.strip().lower()
+    if kind not in ABLATION_KINDS or kind == "zero":
+        known = ", ".join(k for k in ABLATION_KINDS if k != "zero")
+        raise ValueError(f"unknown ablation kind {kind!r} in {label!r}; use @{known} or none")
+    return heads.strip(), kind
+
+
+def config_kind(label: str) -> str:
+    """The ablation kind of a configuration label (``"zero"`` for the baseline).
+
+    Example:
+        >>> config_kind("L3H5@resample"), config_kind("L3H5"), config_kind("none")
+        ('resample', 'zero', 'zero')
+    """
+    return split_kind(label)[1]
+
+
+def parse_config(label: str, n_heads: int | None = None) -> tuple[Head, ...]:
+    """The pruned heads of a configuration label (``()`` for the baseline and placebos).
+
+    Args:
+        label: ``"none"``, ``"none~k"``, or ``+``-joined parts, each a head (``"L3H5"``) or a
+            whole layer (``"L12"``), optionally followed by ``@mean`` / ``@resample``.
+        n_heads: heads per layer, needed to expand a whole-layer part.
+
+    Raises:
+        ValueError: for an unreadable label, or a whole-layer part without ``n_heads``.
 
     Example:
         >>> parse_config("none")
         ()
         >>> parse_config("L3H5+L7H2")
         (Head(layer=3, head=5), Head(layer=7, head=2))
+        >>> parse_config("L1@mean", n_heads=2)
+        (Head(layer=1, head=0), Head(layer=1, head=1))
     """
-    text = str(label).strip()
+    text, _ = split_kind(label)
     if text == BASELINE or is_placebo(text):
         return ()
-    return tuple(Head.parse(part) for part in text.split(CONFIG_SEPARATOR))
+    heads: list[Head] = []
+    for part in text.split(CONFIG_SEPARATOR):
+        layer = _LAYER_LABEL.match(part)
+        if layer is None:
+            heads.append(Head.parse(part))
+            continue
+        if n_heads is None:
+            raise ValueError(
+                f"{label!r} names a whole layer (L{layer.group(1)}): expanding it needs the "
+                "model's n_heads"
+            )
+        heads.extend(Head(int(layer.group(1)), h) for h in range(int(n_heads)))
+    if len(set(heads)) != len(heads):
+        raise ValueError(f"configuration {label!r} names a head twice")
+    return tuple(heads)
+
+
+def normalise_label(label: str) -> str:
+    """A configuration label in its one spelling (``"l0h1"`` -> ``"L0H1"``), without a model.
+
+    Example:
+        >>> normalise_label(" l3h5 + L7H2 @Mean"), normalise_label("l12"), normalise_label("none~1")
+        ('L3H5+L7H2@mean', 'L12', 'none~1')
+    """
+    text, kind = split_kind(label)
+    if text == BASELINE or is_placebo(text):
+        return text
+    parts = []
+    for part in text.split(CONFIG_SEPARATOR):
+        layer = _LAYER_LABEL.match(part)
+        parts.append(f"L{int(layer.group(1))}" if layer else Head.parse(part).label)
+    return CONFIG_SEPARATOR.join(parts) + kind_suffix(kind)
 
 
 def placebo_label(index: int) -> str:

@@ -13,6 +13,7 @@ decoder's business (:mod:`sprint_lab.generation.decoders`).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -20,7 +21,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from sprint_lab.core.gate import HeadGate, MaskBatch, head_mask
+from sprint_lab.core.gate import HeadGate, MaskBatch, ReplacementBatch, head_mask
 from sprint_lab.core.model import LabModel
 from sprint_lab.generation.decoders import Decoder, Logits, make_decoder
 from sprint_lab.generation.invariant import invariant_active
@@ -100,6 +101,8 @@ class Batch:
         rows: the batch's rows.
         masks: the distinct head masks (``Row.mask_key`` indexes them).
         settings: the call's settings.
+        replacements: what each mask's ablated heads output instead of zero
+            (``[k, n_layers, n_heads, d_head]``, aligned with ``masks``), or ``None``.
 
     Example:
         >>> from sprint_lab.generation.stopping import StopRule
@@ -112,11 +115,17 @@ class Batch:
     """
 
     def __init__(
-        self, model: LabModel, rows: Sequence[Row], masks: MaskBatch, settings: DecodeSettings
+        self,
+        model: LabModel,
+        rows: Sequence[Row],
+        masks: MaskBatch,
+        settings: DecodeSettings,
+        replacements: ReplacementBatch | None = None,
     ) -> None:
         self.model = model
         self.rows = list(rows)
         self.masks = masks
+        self.replacements = replacements
         self.settings = settings
         self.device = model.device
         self.generated: list[list[int]] = [[] for _ in self.rows]
@@ -129,12 +138,17 @@ class Batch:
         row_masks = self.masks[mask_keys]
         decoder = make_decoder(self.model, self.settings.attention, self.settings.use_cache)
         # the gate hooks every layer any row touches; per-row values are set before the body runs
-        with head_mask(self.model, row_masks) as gate, decoder.attached():
+        replacement = self.replacements_of(mask_keys)
+        with head_mask(self.model, row_masks, replacement) as gate, decoder.attached():
             self.generate(decoder, gate, mask_keys, row_masks)
         for i in self.active:
             if i not in self.finished:
                 self.finished[i] = Finished(self.rows[i], self.generated[i], "length")
         return [self.finished[i] for i in range(len(self.rows))]
+
+    def replacements_of(self, mask_keys: Sequence[int]) -> ReplacementBatch | None:
+        """The replacements of the masks ``mask_keys`` (``None`` when the batch has none)."""
+        return None if self.replacements is None else self.replacements[list(mask_keys)]
 
     def generate(
         self, decoder: Decoder, gate: HeadGate, mask_keys: list[int], row_masks: MaskBatch
@@ -160,7 +174,7 @@ class Batch:
         if prefix_len:
             prefix_ids = self.rows[0].prefix_ids[:prefix_len]
             entries = self._prefix_entries(decoder, prefix_ids, mask_keys, gate)
-        gate.set_mask(row_masks)
+        gate.set_mask(row_masks, self.replacements_of(mask_keys))
         tokenizer = self.model.tokenizer
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         bodies = [row.ids[prefix_len:] for row in self.rows]
@@ -181,20 +195,28 @@ class Batch:
             mask = self.masks[key]
             mask_values = tuple(mask.flatten().tolist())
             path = (self.settings.attention, invariant_active())
-            store_key = (*path, tuple(prefix_ids), mask_values)
+            store_key = (*path, tuple(prefix_ids), mask_values, self._replacement_key(key))
             hit = store.get(store_key) if store is not None else None
             if hit is not None:
                 entries[key] = hit
             else:
                 missing.append((key, store_key))
         if missing:
-            gate.set_mask(self.masks[[key for key, _ in missing]])
+            keys = [key for key, _ in missing]
+            gate.set_mask(self.masks[keys], self.replacements_of(keys))
             computed = decoder.compute_prefix(prefix_ids, len(missing))
             for (key, store_key), entry in zip(missing, computed, strict=True):
                 entries[key] = entry
                 if store is not None:
                     store.put(store_key, entry)
         return entries
+
+    def _replacement_key(self, key: int) -> str:
+        """A digest of mask ``key``'s replacement (part of its prefix cache key)."""
+        if self.replacements is None:
+            return ""
+        values = self.replacements[key].detach().to("cpu", torch.float64).contiguous()
+        return hashlib.sha256(values.numpy().tobytes()).hexdigest()
 
     def decode(
         self,

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from sprint_lab.core.errors import InputError
-from sprint_lab.core.gate import MaskBatch, validate_mask
+from sprint_lab.core.gate import MaskBatch, ReplacementBatch, validate_mask, validate_replacement
 from sprint_lab.core.model import LabModel
 from sprint_lab.generation.batch import Batch, DecodeSettings, Finished, Row
 from sprint_lab.generation.decoders import resolve_attention
@@ -43,6 +43,9 @@ Prompt = str | tuple[str, str]
 
 HeadMasks = Tensor | Sequence[Tensor] | None
 """``None``, one ``[n_layers, n_heads]`` mask, or one mask per prompt (stacked or a list)."""
+
+HeadReplacements = Tensor | Sequence[Tensor] | None
+"""``None`` (zero ablation), one ``[n_layers, n_heads, d_head]`` replacement, or one per prompt."""
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,54 @@ def normalise_masks(
     return distinct.reshape(-1, model.n_layers, model.n_heads), inverse.tolist()
 
 
+def normalise_gates(
+    model: LabModel, head_masks: HeadMasks, head_replacements: HeadReplacements, n_prompts: int
+) -> tuple[MaskBatch, ReplacementBatch | None, list[int]]:
+    """Distinct (mask, replacement) pairs and, per prompt, the index of its pair.
+
+    Without replacements this is :func:`normalise_masks` (and the replacement is ``None``).
+
+    Raises:
+        InputError: for bad shapes or counts (see :func:`normalise_masks`).
+
+    Example:
+        >>> masks = sl.masks_for(model, [["L0H1"], ["L0H1"]])
+        >>> means = torch.stack([torch.zeros(3, 4, 16), torch.ones(3, 4, 16)])
+        >>> distinct, replacements, index = normalise_gates(model, masks, means, 2)
+        >>> distinct.shape[0], replacements.shape, index
+        (2, torch.Size([2, 3, 4, 16]), [0, 1])
+    """
+    if head_replacements is None:
+        masks, index = normalise_masks(model, head_masks, n_prompts)
+        return masks, None, index
+    if isinstance(head_replacements, list | tuple):
+        head_replacements = torch.stack([torch.as_tensor(r) for r in head_replacements])
+    shape = (model.n_layers, model.n_heads)
+    masks = torch.ones(*shape) if head_masks is None else head_masks
+    if isinstance(masks, list | tuple):
+        masks = torch.stack([torch.as_tensor(m) for m in masks])
+    masks = validate_mask(model, torch.as_tensor(masks))
+    replacements = validate_replacement(model, masks, torch.as_tensor(head_replacements))
+    assert replacements is not None
+    if masks.dim() == 2:
+        masks = masks.expand(n_prompts, *shape)
+    if replacements.dim() == 3:
+        replacements = replacements.expand(n_prompts, *replacements.shape)
+    if masks.shape[0] != n_prompts or replacements.shape[0] != n_prompts:
+        raise InputError(
+            f"got {masks.shape[0]} head masks and {replacements.shape[0]} replacements for "
+            f"{n_prompts} prompts: pass one of each, or one per prompt"
+        )
+    flat = torch.cat([masks.flatten(1), replacements.to(masks.dtype).flatten(1)], dim=1)
+    distinct, inverse = torch.unique(flat, dim=0, return_inverse=True)
+    cut = shape[0] * shape[1]
+    return (
+        distinct[:, :cut].reshape(-1, *shape),
+        distinct[:, cut:].reshape(-1, *shape, model.d_head),
+        inverse.tolist(),
+    )
+
+
 def make_rows(
     model: LabModel,
     prompts: Sequence[Prompt],
@@ -208,6 +259,7 @@ def generate(
     prompts: Sequence[Prompt] | Prompt,
     *,
     head_masks: HeadMasks = None,
+    head_replacements: HeadReplacements = None,
     max_new_tokens: int = 256,
     temperature: float = 0.0,
     top_k: int | None = None,
@@ -236,6 +288,9 @@ def generate(
             one mask per prompt (``[n_prompts, n_layers, n_heads]`` or a list of masks). The mask
             multiplies each head's output before ``o_proj`` at every position of the prompt and at
             every decoding step; 0 ablates a head.
+        head_replacements: what ablated heads output instead of zero (mean or resample
+            ablation, :mod:`sprint_lab.core.ablation`): ``None``, one ``[n_layers, n_heads,
+            d_head]`` tensor, or one per prompt; the gate computes ``z * m + (1 - m) * r``.
         max_new_tokens: generation limit per answer.
         temperature: 0 for greedy decoding; otherwise sampling at this temperature.
         top_k: keep the k most likely tokens when sampling (``None`` = all).
@@ -308,7 +363,9 @@ def generate(
         reuse_prefix=reuse_prefix,
         prefix_cache=prefix_cache,
     )
-    masks, mask_of_prompt = normalise_masks(model, head_masks, len(prompt_list))
+    masks, replacements, mask_of_prompt = normalise_gates(
+        model, head_masks, head_replacements, len(prompt_list)
+    )
     rows = make_rows(model, prompt_list, mask_of_prompt, num_samples, settings.sampler, seed)
     first_rows = rows[::num_samples]  # one row per prompt (rows are prompt-major)
     check_token_counts(model, [len(row.ids) for row in first_rows], max_new_tokens)
@@ -317,8 +374,9 @@ def generate(
     invariance = batch_invariant(model) if deterministic else contextlib.nullcontext()
     with _progress(progress, len(rows)) as advance, torch.inference_mode(), invariance:
         completions = _run_batches(
-            model, rows, masks, settings, batch_size, advance, drafts if verify else None, timings
-        )
+            model, rows, (masks, replacements), settings, batch_size, advance,
+            drafts if verify else None, timings,
+        )  # fmt: skip
     if drafts is not None and not verify:
         completions = [_measured(c, drafts[c.prompt_index]) for c in completions]
     return completions
@@ -327,7 +385,7 @@ def generate(
 def _run_batches(
     model: LabModel,
     rows: list[Row],
-    masks: MaskBatch,
+    gates: tuple[MaskBatch, ReplacementBatch | None],
     settings: DecodeSettings,
     batch_size: int,
     advance: Callable[[int], object],
@@ -335,14 +393,17 @@ def _run_batches(
     timings: MutableMapping[str, float] | None,
 ) -> list[Completion]:
     """Decode ``rows`` ``batch_size`` at a time (verifying ``drafts`` when given)."""
+    masks, replacements = gates
     completions: list[Completion] = []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
         if drafts is not None:
             chunk_drafts = [drafts[row.prompt_index] for row in chunk]
-            batch: Batch = VerifyBatch(model, chunk, masks, settings, chunk_drafts, timings)
+            batch: Batch = VerifyBatch(
+                model, chunk, masks, settings, chunk_drafts, timings, replacements
+            )
         else:
-            batch = Batch(model, chunk, masks, settings)
+            batch = Batch(model, chunk, masks, settings, replacements)
         completions.extend(Completion.from_finished(f, settings.rule) for f in batch.run())
         advance(len(chunk))
     return completions

@@ -39,7 +39,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from sprint_lab.core.errors import InputError
-from sprint_lab.core.gate import HeadGate, MaskBatch
+from sprint_lab.core.gate import HeadGate, MaskBatch, ReplacementBatch
 from sprint_lab.core.model import LabModel
 from sprint_lab.generation.batch import Batch, DecodeSettings, Finished, Row
 from sprint_lab.generation.decoders import Decoder, Logits, TeacherForcing
@@ -98,6 +98,8 @@ class VerifyBatch(Batch):
             (greedy settings; the decoder must implement
             :class:`~sprint_lab.generation.decoders.TeacherForcing`).
         drafts: one draft (token ids, EOS excluded) per row, or ``None`` for no draft.
+        timings: a dict the phase seconds and token counts are added to.
+        replacements: as for :class:`~sprint_lab.generation.batch.Batch`.
         timings: where to add the seconds and token counts of each phase (``prefill_s``,
             ``verify_s``, ``decode_s``, ``draft_tokens``, ``accepted_tokens``), or ``None``.
 
@@ -125,8 +127,9 @@ class VerifyBatch(Batch):
         settings: DecodeSettings,
         drafts: Sequence[Sequence[int] | None],
         timings: MutableMapping[str, float] | None = None,
+        replacements: ReplacementBatch | None = None,
     ) -> None:
-        super().__init__(model, rows, masks, settings)
+        super().__init__(model, rows, masks, settings, replacements)
         if len(drafts) != len(self.rows):
             raise InputError(f"got {len(drafts)} drafts for {len(self.rows)} rows")
         if not settings.sampler.greedy:

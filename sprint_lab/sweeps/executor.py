@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import pandas as pd
 
+from sprint_lab.core.ablation import HeadMeans
 from sprint_lab.core.boundary import no_type_check
-from sprint_lab.core.heads import Head
+from sprint_lab.core.configs import Candidate
 from sprint_lab.sweeps.batch import BatchRunner, WorkItem
 from sprint_lab.sweeps.result import SweepResult
 from sprint_lab.sweeps.rows import config_labels, order_table
@@ -60,7 +61,8 @@ class SweepJob:
     Attributes:
         model: the driver's model (an executor may load its own copies from its name).
         problems: the questions; ``WorkItem.question_index`` indexes them.
-        heads: the candidate heads (the baseline is implied).
+        heads: the candidates: ``Head`` objects or :class:`~sprint_lab.core.configs.Config`
+            values (the baseline is implied).
         template: the prompt template.
         max_new_tokens: generation limit per answer (greedy decoding).
         grade_mode: answer extraction mode (see :mod:`sprint_lab.tasks.grading`).
@@ -74,11 +76,14 @@ class SweepJob:
         placebos: unpruned configurations run as if pruned (``"none~1"``, ...).
         deterministic: batch-invariant generation (:mod:`sprint_lab.generation.invariant`).
         strategy: how pruned rows are generated (:data:`~sprint_lab.sweeps.batch.STRATEGIES`).
+        reference: the reference means of ``@mean`` / ``@resample`` candidates (computed once by
+            the driver, so every executor and worker uses the same values), or ``None``.
+        resample_seed: pairs each question with its resample donor.
     """
 
     model: LabModel
     problems: Sequence[Problem]
-    heads: Sequence[Head]
+    heads: Sequence[Candidate]
     template: PromptTemplate
     max_new_tokens: int = 256
     grade_mode: str = "flexible"
@@ -91,6 +96,8 @@ class SweepJob:
     placebos: int = 0
     deterministic: bool = True
     strategy: str = "decode"
+    reference: HeadMeans | None = field(default=None, repr=False)
+    resample_seed: int = 0
 
     @property
     def configs(self) -> list[str]:
@@ -242,6 +249,7 @@ class LocalExecutor:
             job.model, job.problems, prompt=job.template, max_new_tokens=job.max_new_tokens,
             grade_mode=job.grade_mode, prefix_cache_entries=self.prefix_cache_entries,
             attention=self.attention, deterministic=job.deterministic, strategy=job.strategy,
+            reference=job.reference, resample_seed=job.resample_seed,
         )  # fmt: skip
         sink.open_progress("sweep")
         items = list(items)

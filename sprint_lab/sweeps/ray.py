@@ -223,7 +223,7 @@ class RayScheduler:
         self.actor_args = (
             model_sources(job.model), str(job.model.dtype).removeprefix("torch."),
             ray.put(list(job.problems)), job.template, job.max_new_tokens, job.grade_mode,
-            threads, None, job.deterministic, job.strategy,
+            threads, None, job.deterministic, job.strategy, job.reference, job.resample_seed,
         )  # fmt: skip
         return n_workers
 

@@ -25,13 +25,14 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import pandas as pd
 
+from sprint_lab.core.configs import Candidate, Config, candidate_from_label
 from sprint_lab.core.heads import (
     BASELINE,
     Head,
     config_label,
     is_baseline,
     is_placebo,
-    parse_config,
+    normalise_label,
 )
 from sprint_lab.sweeps.rows import (
     COLUMNS,
@@ -126,7 +127,7 @@ def _correct_by_question(rows: pd.DataFrame) -> pd.Series:
 
 def _one_spelling(text: str) -> str:
     """A configuration label in its one spelling (placebos keep theirs)."""
-    return text.strip() if is_placebo(text) else config_label(parse_config(text))
+    return text.strip() if is_placebo(text) else normalise_label(text)
 
 
 def _normalise_configs(configs: pd.Series) -> pd.Series:
@@ -232,11 +233,21 @@ class SweepResult:
         return len(self.table)
 
     @property
-    def heads(self) -> list[Head]:
-        """The pruned heads present in the table, in table order (placebos left out)."""
+    def heads(self) -> list[Candidate]:
+        """The pruning candidates present in the table, in table order (placebos left out): a
+        ``Head`` for each single zeroed head, a :class:`~sprint_lab.core.configs.Config` for
+        head sets, whole layers and other ablation kinds."""
+        return [candidate_from_label(c, self._n_heads()) for c in self.configs]
+
+    @property
+    def configs(self) -> list[str]:
+        """The labels of the pruned configurations present, in table order (no placebos)."""
         present = self.table["config"] if "config" in self.table.columns else []
-        configs = [c for c in dict.fromkeys(present) if not is_baseline(c) and not is_placebo(c)]
-        return [Head.parse(c) for c in configs]
+        return [str(c) for c in dict.fromkeys(present) if not is_baseline(c) and not is_placebo(c)]
+
+    def _n_heads(self) -> int | None:
+        value = self.meta.get("n_heads")
+        return int(value) if value is not None else None
 
     @property
     def placebos(self) -> list[str]:
@@ -247,7 +258,10 @@ class SweepResult:
     @property
     def layers(self) -> list[int]:
         """The swept layers, ascending."""
-        return sorted({head.layer for head in self.heads})
+        layers: set[int] = set()
+        for candidate in self.heads:
+            layers.update([candidate.layer] if isinstance(candidate, Head) else candidate.layers)
+        return sorted(layers)
 
     def correctness(
         self, configs: Sequence[str | Head] | None = None, *, complete: bool = True
@@ -603,7 +617,8 @@ class SweepResult:
         if not store.has_rows():
             raise FileNotFoundError(f"{store.path} holds no sweep rows (part-*.parquet)")
         meta = store.read_meta()
-        heads = [Head.parse(h) for h in meta.get("heads", [])]
+        n_heads = meta.get("n_heads")
+        heads = [candidate_from_label(h, n_heads) for h in meta.get("heads", [])]
         question_ids = list(meta.get("question_ids", []))
         if not question_ids:  # no plan recorded: every stored row
             return cls(order_table(store.read()), meta, complete=True)
@@ -660,7 +675,7 @@ class _Id:
 
 
 def planned_deltas(
-    result: SweepResult | None, heads: Sequence[Head | str], **deltas_kwargs: Any
+    result: SweepResult | None, heads: Sequence[Candidate | str], **deltas_kwargs: Any
 ) -> pd.DataFrame:
     """Per-head deltas with one row per planned head, NaN where the sweep has no rows yet.
 
@@ -681,12 +696,13 @@ def planned_deltas(
         >>> planned_deltas(None, ["L0H1", "L2H0"])[["config", "layer", "head", "n"]].to_dict("list")
         {'config': ['L0H1', 'L2H0'], 'layer': [0, 2], 'head': [1, 0], 'n': [0, 0]}
     """
-    heads = [Head.parse(h) for h in heads]
+    labels = [h.label if isinstance(h, Head | Config) else normalise_label(h) for h in heads]
+    positions = [config_position(label) for label in labels]
     plan = pd.DataFrame(
         {
-            "config": [h.label for h in heads],
-            "layer": [h.layer for h in heads],
-            "head": [h.head for h in heads],
+            "config": labels,
+            "layer": [layer for layer, _ in positions],
+            "head": [head for _, head in positions],
         }
     )
     table = getattr(result, "table", None)

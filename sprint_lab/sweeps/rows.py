@@ -14,7 +14,16 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import pandas as pd
 
-from sprint_lab.core.heads import BASELINE, Head, is_baseline, is_placebo, placebo_label
+from sprint_lab.core.heads import (
+    BASELINE,
+    CONFIG_SEPARATOR,
+    Head,
+    is_baseline,
+    is_placebo,
+    normalise_label,
+    placebo_label,
+    split_kind,
+)
 
 if TYPE_CHECKING:
     from sprint_lab.tasks.problems import Problem
@@ -112,8 +121,9 @@ class VerdictLike(Protocol):
     def extractor(self) -> str: ...
 
 
-def config_labels(heads: Sequence[Head], placebos: int = 0) -> list[str]:
-    """The configurations of a sweep in run order: the baseline, then the heads.
+def config_labels(heads: Sequence[Any], placebos: int = 0) -> list[str]:
+    """The configurations of a sweep in run order: the baseline, then the candidates (``Head``
+    or :class:`~sprint_lab.core.configs.Config`, anything with a ``label``).
 
     ``placebos`` unpruned configurations (``"none~1"``, ...) are spread evenly between the heads,
     so each runs in the mixed batches of a different part of the sweep.
@@ -133,16 +143,27 @@ def config_labels(heads: Sequence[Head], placebos: int = 0) -> list[str]:
 
 
 def config_position(config: str) -> tuple[int, int]:
-    """The ``(layer, head)`` columns of a configuration: ``(-1, -1)`` for the baseline and placebos.
+    """The ``(layer, head)`` columns of a configuration.
+
+    ``(-1, -1)`` for the baseline and placebos; a single head (of any ablation kind) gives its
+    layer and head; a set within one layer (or a whole layer) gives ``(layer, -1)``; a set
+    across layers ``(-1, -1)``.
 
     Example:
         >>> config_position("none"), config_position("L3H5"), config_position("none~1")
         ((-1, -1), (3, 5), (-1, -1))
+        >>> config_position("L3H5@mean"), config_position("L12"), config_position("L1H0+L2H0")
+        ((3, 5), (12, -1), (-1, -1))
     """
     if is_baseline(config) or is_placebo(config):
         return -1, -1
-    head = Head.parse(config)
-    return head.layer, head.head
+    text, _ = split_kind(normalise_label(config))
+    parts = text.split(CONFIG_SEPARATOR)
+    if len(parts) == 1 and "H" in parts[0]:
+        head = Head.parse(parts[0])
+        return head.layer, head.head
+    layers = {int(part[1:].split("H")[0]) for part in parts}
+    return (layers.pop(), -1) if len(layers) == 1 else (-1, -1)
 
 
 def group_columns(problems: Sequence[Problem]) -> list[str]:
@@ -199,9 +220,10 @@ def make_row(
 
 
 def order_table(
-    table: pd.DataFrame, problems: Sequence[Any] | None = None, heads: Sequence[Head] | None = None
+    table: pd.DataFrame, problems: Sequence[Any] | None = None, heads: Sequence[Any] | None = None
 ) -> pd.DataFrame:
-    """Sort rows by configuration (baseline first, then heads) and question order."""
+    """Sort rows by configuration (baseline first, then the candidates ``heads``, anything with a
+    ``label``) and question order."""
     if table.empty:
         return pd.DataFrame(columns=COLUMNS)
     table = table.copy()

@@ -17,8 +17,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from sprint_lab.core.ablation import HeadMeans, head_means
+from sprint_lab.core.configs import Candidate, as_candidate, as_configs
+from sprint_lab.core.errors import InputError
 from sprint_lab.core.gate import masks_for
-from sprint_lab.core.heads import Head, as_heads
+from sprint_lab.core.heads import Head, as_heads, config_kind
 from sprint_lab.generation.attention_swap import shared_prefix_supported
 from sprint_lab.generation.limits import check_problem_lengths
 from sprint_lab.sweeps.batch import check_strategy, plan
@@ -56,7 +59,7 @@ class SweepCancelled(Exception):
 def sweep_meta(
     model: LabModel,
     problems: Sequence[Problem],
-    heads: Sequence[Head],
+    heads: Sequence[Candidate],
     template: PromptTemplate,
     max_new_tokens: int,
     grade_mode: str,
@@ -88,24 +91,59 @@ def sweep_meta(
     }
 
 
+def _candidates(model: LabModel, heads: Any, configs: Any) -> list[Candidate]:
+    """The sweep's candidates from ``heads=`` (one head each) or ``configs=`` (any set)."""
+    if (heads is None) == (configs is None):
+        raise InputError("pass the candidates as heads= (one head each) or configs=, not both")
+    if configs is not None:
+        return [as_candidate(config) for config in as_configs(model, configs)]
+    candidates = as_heads(heads)
+    if len(set(candidates)) != len(candidates):
+        raise ValueError("a head is listed twice in heads")
+    masks_for(model, [[h] for h in candidates])  # validates every head against the model
+    return list(candidates)
+
+
 def _checked(
     model: LabModel,
     problems: Iterable[Problem],
-    heads: Iterable[Head | str | tuple[int, int]],
+    heads: Any,
+    configs: Any,
     batch_size: int,
-) -> tuple[list[Problem], list[Head]]:
-    """The problems and heads as lists, after checking them against each other and the model."""
-    heads = as_heads(heads)
-    if len(set(heads)) != len(heads):
-        raise ValueError("a head is listed twice in heads")
+) -> tuple[list[Problem], list[Candidate]]:
+    """The problems and candidates as lists, after checking them against each other and the
+    model."""
+    candidates = _candidates(model, heads, configs)
     problems = list(problems)
     ids = [p.id for p in problems]
     if len(set(ids)) != len(ids):
         raise ValueError("problem ids repeat; each question needs a unique id")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    masks_for(model, [[h] for h in heads])  # validates every head against the model
-    return problems, heads
+    return problems, candidates
+
+
+def ablation_reference(
+    model: LabModel,
+    problems: Sequence[Problem],
+    candidates: Sequence[Candidate],
+    template: PromptTemplate,
+    resample_seed: int,
+) -> tuple[HeadMeans | None, dict[str, Any]]:
+    """The reference means a sweep's ``@mean`` / ``@resample`` candidates need, and its meta.
+
+    The reference set is the sweep's own prompts (:mod:`sprint_lab.core.ablation`); without such
+    candidates nothing is computed.
+    """
+    if all(config_kind(candidate.label) == "zero" for candidate in candidates):
+        return None, {}
+    prompts = [template.parts(p.question, model.tokenizer) for p in problems]
+    reference = head_means(model, prompts, ids=[p.id for p in problems])
+    meta = {
+        "ablation_reference": f"sweep prompts:{reference.fingerprint}",
+        "resample_seed": int(resample_seed),
+    }
+    return reference, meta
 
 
 def invariance_available(model: LabModel, executor: Any) -> bool:
@@ -179,8 +217,9 @@ def _opened_store(
 def sweep(
     model: LabModel,
     problems: Sequence[Problem],
-    heads: Iterable[Head | str | tuple[int, int]],
+    heads: Iterable[Head | str | tuple[int, int]] | None = None,
     *,
+    configs: Iterable[Any] | None = None,
     prompt: Any = "fewshot_cot",
     max_new_tokens: int = 256,
     batch_size: int = 32,
@@ -197,13 +236,19 @@ def sweep(
     placebos: int = 0,
     deterministic: bool | None = None,
     strategy: str = "decode",
+    resample_seed: int = 0,
 ) -> SweepResult:
     """Prune each head in turn (plus the unpruned baseline) and answer every question.
 
     Args:
         model: a :class:`~sprint_lab.core.model.LabModel`.
         problems: :class:`~sprint_lab.tasks.problems.Problem` objects (ids must be unique).
-        heads: candidate heads (``Head``, ``"L3H5"`` or ``(layer, head)``); the baseline is added.
+        heads: candidate heads (``Head``, ``"L3H5"`` or ``(layer, head)``), one configuration
+            each; the baseline is added. The shorthand for ``configs=`` of single heads.
+        configs: candidate configurations instead of ``heads``: head sets (``["L3H5",
+            "L7H2"]``, ``"L3H5+L7H2"``), whole layers (``sl.layer(model, 12)``, ``"L12"``) and
+            ablation kinds (``"L3H5@mean"``, ``sl.Config(heads, kind="resample")``;
+            :mod:`sprint_lab.core.configs`, :mod:`sprint_lab.core.ablation`).
         prompt: prompt template name (``"fewshot_cot"``, ``"chat_boxed"``, ...) or object.
         max_new_tokens: generation limit per answer (greedy decoding).
         batch_size: rows per forward pass (per shard on Ray); rows mix configurations.
@@ -241,6 +286,8 @@ def sweep(
             CPU ``"verify"`` measured 0.81x its speed, see ``benchmarks/bench_full_sweep.py``).
             Recorded in ``meta["strategy"]``; not part of the rows' identity (both give the same
             rows).
+        resample_seed: pairs each question with the donor question whose head outputs
+            ``@resample`` configurations use (recorded in ``meta``).
 
     Returns:
         A :class:`~sprint_lab.sweeps.result.SweepResult`, one row per (question, configuration).
@@ -251,7 +298,7 @@ def sweep(
         >>> result.table[["question_id", "config", "correct"]].shape
         (4, 3)
     """
-    problems, heads = _checked(model, problems, heads, batch_size)
+    problems, heads = _checked(model, problems, heads, configs, batch_size)
     template = get_template(prompt)
     check_problem_lengths(model, problems, template, max_new_tokens)
     runner = resolve_executor(executor)
@@ -264,17 +311,20 @@ def sweep(
             model, problems, heads, template, max_new_tokens, grade_mode, seed, deterministic
         ),
     }
-    configs = config_labels(heads, placebos)  # validates placebos
+    labels = config_labels(heads, placebos)  # validates placebos
     meta["placebos"] = int(placebos)
     meta["strategy"] = strategy
+    reference, reference_meta = ablation_reference(model, problems, heads, template, resample_seed)
+    meta.update(reference_meta)
 
-    with _opened_store(out, resume, meta, configs, recompute_stale) as (store, done):
+    with _opened_store(out, resume, meta, labels, recompute_stale) as (store, done):
         items = plan(problems, heads, done, placebos)
         job = SweepJob(
             model, problems, heads, template, max_new_tokens=max_new_tokens,
             grade_mode=grade_mode, batch_size=batch_size, progress=progress, callback=callback,
             cancel=cancel, store=store, meta=meta, placebos=placebos,
-            deterministic=deterministic, strategy=strategy,
+            deterministic=deterministic, strategy=strategy, reference=reference,
+            resample_seed=resample_seed,
         )  # fmt: skip
         with RowSink(job, pending=len(items)) as sink:
             complete = runner.run(job, items, sink)

@@ -70,8 +70,11 @@ IDENTITY_KEYS = (
     "grade_mode",
     "seed",
     "deterministic",
+    "ablation_reference",
+    "resample_seed",
 )
-"""Settings that must match for rows to belong to one sweep."""
+"""Settings that must match for rows to belong to one sweep (``ablation_reference``: the
+reference prompts of mean/resample ablation, recorded only when a sweep has such candidates)."""
 
 
 class CorruptStoreError(SetupError):

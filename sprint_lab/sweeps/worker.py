@@ -47,6 +47,8 @@ class ShardWorker:
         device: ``None`` for CUDA when this worker sees a GPU, else CPU.
         deterministic: batch-invariant generation.
         strategy: ``"verify"`` or ``"decode"`` (see :class:`~sprint_lab.sweeps.batch.BatchRunner`).
+        reference, resample_seed: the driver's reference means and resample seed (see
+            :class:`~sprint_lab.sweeps.executor.SweepJob`).
 
     Example:
         >>> worker = ShardWorker(model_sources(model), "float32", problems, max_new_tokens=2)
@@ -67,6 +69,8 @@ class ShardWorker:
         device: str | None = None,
         deterministic: bool = False,
         strategy: str = "decode",
+        reference: Any = None,
+        resample_seed: int = 0,
     ) -> None:
         import torch
 
@@ -79,6 +83,7 @@ class ShardWorker:
         self.runner = BatchRunner(
             self.model, problems, prompt=prompt, max_new_tokens=max_new_tokens,
             grade_mode=grade_mode, deterministic=deterministic, strategy=strategy,
+            reference=reference, resample_seed=resample_seed,
         )  # fmt: skip
         self.info = {
             "pid": os.getpid(),
