@@ -32,6 +32,7 @@ import contextlib
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from jaxtyping import Float, Int
@@ -65,7 +66,11 @@ class HeadMeans:
     fingerprint: str
 
     def mean(self) -> Float[Tensor, "n_layers n_heads d_head"]:
-        """Every head's overall (token-weighted) mean output, float32."""
+        """Every head's overall (token-weighted) mean output, float32 (computed once)."""
+        return self._overall_mean
+
+    @cached_property
+    def _overall_mean(self) -> Float[Tensor, "n_layers n_heads d_head"]:
         total = self.sums.sum(dim=0) / self.counts.sum().to(torch.float64)
         return total.to(torch.float32)
 

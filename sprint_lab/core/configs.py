@@ -43,6 +43,7 @@ __all__ = [
     "as_config",
     "as_configs",
     "candidate_from_label",
+    "config_from_label",
     "layer",
 ]
 
@@ -127,10 +128,8 @@ def as_config(model: Any, item: Any, kind: str | None = None) -> Config:
     if isinstance(item, Head):
         return Config((item,), kind or "zero")
     if isinstance(item, str):
-        text, label_kind = split_kind(normalise_label(item))
-        heads = parse_config(text, n_heads=int(model.n_heads))
-        joined = CONFIG_SEPARATOR.join(h.label for h in heads)
-        return Config(heads, kind or label_kind, None if text == joined else text)
+        config = config_from_label(item, int(model.n_heads))
+        return config if kind is None else Config(config.heads, kind, config.name)
     if isinstance(item, tuple) and len(item) == 2 and all(isinstance(v, int) for v in item):
         return Config(tuple(as_heads([item])), kind or "zero")
     if isinstance(item, Iterable):
@@ -193,9 +192,22 @@ def candidate_from_label(label: str, n_heads: int | None = None) -> Candidate:
         >>> candidate_from_label("L0H1"), candidate_from_label("L1@mean", n_heads=2).label
         (Head(layer=0, head=1), 'L1@mean')
     """
+    return as_candidate(config_from_label(label, n_heads))
+
+
+def config_from_label(label: str, n_heads: int | None = None) -> Config:
+    """The configuration a label names (whole-layer parts keep their name, ``"L12"``).
+
+    Raises:
+        ValueError: for an unreadable label, or one that prunes nothing (baseline, placebos).
+
+    Example:
+        >>> config_from_label("l1@mean", n_heads=2)
+        Config(heads=(Head(layer=1, head=0), Head(layer=1, head=1)), kind='mean', name='L1')
+    """
     text, kind = split_kind(normalise_label(label))
     heads = parse_config(text, n_heads=n_heads)
     if not heads:
         raise ValueError(f"{label!r} prunes nothing: it is not a candidate configuration")
     joined = CONFIG_SEPARATOR.join(h.label for h in heads)
-    return as_candidate(Config(heads, kind, None if text == joined else text))
+    return Config(heads, kind, None if text == joined else text)

@@ -197,13 +197,16 @@ class HeadGate:
         self._cast_replacement.clear()
 
     def select_rows(self, rows: Int[Tensor, " kept"]) -> None:
-        """Keep only batch ``rows`` of a per-row mask and replacement (shared ones stay)."""
-        mask, replacement = self._mask, self._replacement
-        if mask.dim() == 3:
-            mask = mask[rows.to(mask.device)]
-        if replacement is not None and replacement.dim() == 4:
-            replacement = replacement[rows.to(replacement.device)]
-        self.set_mask(mask, replacement)
+        """Keep only batch ``rows`` of a per-row mask and replacement (shared ones stay).
+
+        Rows of checked tensors need no new check, so this runs in the decoding loop cheaply.
+        """
+        if self._mask.dim() == 3:
+            self._mask = self._mask[rows.to(self._mask.device)]
+        if self._replacement is not None and self._replacement.dim() == 4:
+            self._replacement = self._replacement[rows.to(self._replacement.device)]
+        self._cast.clear()
+        self._cast_replacement.clear()
 
     def active_layers(self) -> list[int]:
         """Layers whose mask is not all ones (or that need gradients)."""
@@ -239,10 +242,11 @@ class HeadGate:
         key = (z.dtype, z.device)
         offset = self._cast_replacement.get(key)
         if offset is None:
-            mask = self._mask.detach().to(device=z.device, dtype=z.dtype)
+            mask = self._mask.to(device=z.device, dtype=z.dtype)
             replacement = self._replacement.to(device=z.device, dtype=z.dtype)
             offset = (1 - mask)[..., None] * replacement
-            self._cast_replacement[key] = offset
+            if not self._mask.requires_grad:  # a differentiable mask is re-read every call
+                self._cast_replacement[key] = offset
         layer_offset = offset[..., layer, :, :]  # [n_heads, d_head] or [batch, n_heads, d_head]
         if layer_offset.dim() == 2:
             return layer_offset[None, None]

@@ -212,8 +212,10 @@ class Batch:
         return entries
 
     def _replacement_key(self, key: int) -> str:
-        """A digest of mask ``key``'s replacement (part of its prefix cache key)."""
-        if self.replacements is None:
+        """A digest of mask ``key``'s replacement (part of its prefix cache key); ``""`` when it
+        is all zeros, which gates exactly like no replacement (so zero-ablation rows share their
+        cached prefix with batches that have no replacements)."""
+        if self.replacements is None or not bool(self.replacements[key].any()):
             return ""
         values = self.replacements[key].detach().to("cpu", torch.float64).contiguous()
         return hashlib.sha256(values.numpy().tobytes()).hexdigest()

@@ -94,41 +94,31 @@ def _split(prompt: Prompt) -> tuple[str, str]:
     raise InputError(f"a prompt is a string or a (prefix, suffix) pair, got {type(prompt)!r}")
 
 
-def normalise_masks(
-    model: LabModel, head_masks: HeadMasks, n_prompts: int
-) -> tuple[MaskBatch, list[int]]:
-    """Distinct masks ``[k, n_layers, n_heads]`` and, per prompt, the index of its mask.
+def _stacked(
+    values: Tensor | Sequence[Tensor], name: str, check: Callable[[Tensor], Tensor]
+) -> Tensor:
+    """``values`` as one tensor; a list is checked item by item (errors name ``name[i]``)."""
+    if not isinstance(values, list | tuple):
+        return torch.as_tensor(values)
+    checked = []
+    for i, value in enumerate(values):
+        try:
+            checked.append(check(torch.as_tensor(value)))
+        except InputError as err:
+            raise InputError(f"{name}[{i}]: {err}") from None
+    return torch.stack(checked)
 
-    Raises:
-        InputError: for a mask of the wrong shape, or a mask count that is neither 1 nor
-            ``n_prompts``.
 
-    Example:
-        >>> masks = sl.masks_for(model, [None, ["L0H1"], None])
-        >>> distinct, index = normalise_masks(model, masks, 3)
-        >>> distinct.shape, index
-        (torch.Size([2, 3, 4]), [1, 0, 1])
-    """
-    if head_masks is None:
-        return torch.ones(1, model.n_layers, model.n_heads), [0] * n_prompts
-    if isinstance(head_masks, list | tuple):
-        checked = []
-        for i, mask in enumerate(head_masks):
-            try:
-                checked.append(validate_mask(model, torch.as_tensor(mask)))
-            except InputError as err:
-                raise InputError(f"head_masks[{i}]: {err}") from None
-        head_masks = torch.stack(checked)
-    masks = validate_mask(model, torch.as_tensor(head_masks))
-    if masks.dim() == 2:
-        return masks[None], [0] * n_prompts
-    if masks.shape[0] != n_prompts:
+def _per_prompt(values: Tensor, single_dims: int, n_prompts: int, what: str) -> Tensor:
+    """One entry per prompt: a single ``values`` is repeated, a stack must have ``n_prompts``."""
+    if values.dim() == single_dims:
+        return values.expand(n_prompts, *values.shape)
+    if values.shape[0] != n_prompts:
         raise InputError(
-            f"got {masks.shape[0]} head masks for {n_prompts} prompts: "
-            "pass one mask, or one per prompt"
+            f"got {values.shape[0]} head {what}s for {n_prompts} prompts: "
+            f"pass one {what}, or one per prompt"
         )
-    distinct, inverse = torch.unique(masks.flatten(1), dim=0, return_inverse=True)
-    return distinct.reshape(-1, model.n_layers, model.n_heads), inverse.tolist()
+    return values
 
 
 def normalise_gates(
@@ -136,47 +126,42 @@ def normalise_gates(
 ) -> tuple[MaskBatch, ReplacementBatch | None, list[int]]:
     """Distinct (mask, replacement) pairs and, per prompt, the index of its pair.
 
-    Without replacements this is :func:`normalise_masks` (and the replacement is ``None``).
-
     Raises:
-        InputError: for bad shapes or counts (see :func:`normalise_masks`).
+        InputError: for a mask or replacement of the wrong shape, or a count that is neither 1
+            nor ``n_prompts``.
 
     Example:
-        >>> masks = sl.masks_for(model, [["L0H1"], ["L0H1"]])
+        >>> masks = sl.masks_for(model, [None, ["L0H1"], None])
+        >>> distinct, replacements, index = normalise_gates(model, masks, None, 3)
+        >>> distinct.shape, replacements, index
+        (torch.Size([2, 3, 4]), None, [1, 0, 1])
         >>> means = torch.stack([torch.zeros(3, 4, 16), torch.ones(3, 4, 16)])
-        >>> distinct, replacements, index = normalise_gates(model, masks, means, 2)
+        >>> distinct, replacements, index = normalise_gates(model, masks[1], means, 2)
         >>> distinct.shape[0], replacements.shape, index
         (2, torch.Size([2, 3, 4, 16]), [0, 1])
     """
-    if head_replacements is None:
-        masks, index = normalise_masks(model, head_masks, n_prompts)
-        return masks, None, index
-    if isinstance(head_replacements, list | tuple):
-        head_replacements = torch.stack([torch.as_tensor(r) for r in head_replacements])
     shape = (model.n_layers, model.n_heads)
-    masks = torch.ones(*shape) if head_masks is None else head_masks
-    if isinstance(masks, list | tuple):
-        masks = torch.stack([torch.as_tensor(m) for m in masks])
-    masks = validate_mask(model, torch.as_tensor(masks))
-    replacements = validate_replacement(model, masks, torch.as_tensor(head_replacements))
-    assert replacements is not None
-    if masks.dim() == 2:
-        masks = masks.expand(n_prompts, *shape)
-    if replacements.dim() == 3:
-        replacements = replacements.expand(n_prompts, *replacements.shape)
-    if masks.shape[0] != n_prompts or replacements.shape[0] != n_prompts:
-        raise InputError(
-            f"got {masks.shape[0]} head masks and {replacements.shape[0]} replacements for "
-            f"{n_prompts} prompts: pass one of each, or one per prompt"
-        )
-    flat = torch.cat([masks.flatten(1), replacements.to(masks.dtype).flatten(1)], dim=1)
-    distinct, inverse = torch.unique(flat, dim=0, return_inverse=True)
+    if head_masks is None:
+        masks = torch.ones(*shape)
+    else:
+        masks = _stacked(head_masks, "head_masks", lambda mask: validate_mask(model, mask))
+    masks = _per_prompt(validate_mask(model, masks), 2, n_prompts, "mask")
+    parts = [masks.flatten(1)]
+    if head_replacements is not None:
+        replacements = _stacked(
+            head_replacements, "head_replacements",
+            lambda r: cast(Tensor, validate_replacement(model, torch.ones(*shape), r)),
+        )  # fmt: skip
+        replacements = validate_replacement(model, torch.ones(*shape), replacements)
+        assert replacements is not None
+        replacements = _per_prompt(replacements, 3, n_prompts, "replacement")
+        parts.append(replacements.to(masks.dtype).flatten(1))
+    distinct, inverse = torch.unique(torch.cat(parts, dim=1), dim=0, return_inverse=True)
     cut = shape[0] * shape[1]
-    return (
-        distinct[:, :cut].reshape(-1, *shape),
-        distinct[:, cut:].reshape(-1, *shape, model.d_head),
-        inverse.tolist(),
-    )
+    distinct_masks = distinct[:, :cut].reshape(-1, *shape)
+    if head_replacements is None:
+        return distinct_masks, None, inverse.tolist()
+    return distinct_masks, distinct[:, cut:].reshape(-1, *shape, model.d_head), inverse.tolist()
 
 
 def make_rows(
@@ -348,15 +333,8 @@ def generate(
     sampler = Sampler(temperature, top_k, top_p)  # checks the sampling settings
     split = [_split(prompt) for prompt in prompt_list]
     check_prompt_chars(model, [a + b for a, b in split], max_new_tokens)  # before tokenizing
-    resolved = resolve_attention(model, attention)
-    if deterministic and (resolved != "shared_prefix" or not use_cache):
-        raise InputError(
-            f"deterministic=True needs the shared-prefix attention path with the KV cache; "
-            f"this call resolved attention={attention!r} to {resolved!r} with "
-            f"use_cache={use_cache}; pass deterministic=False to run it anyway"
-        )
     settings = DecodeSettings(
-        attention=resolved,
+        attention=_attention_path(model, attention, deterministic, use_cache),
         sampler=sampler,
         rule=StopRule.build(model.tokenizer, stop, eos_ids(model), max_new_tokens),
         use_cache=use_cache,
@@ -373,13 +351,25 @@ def generate(
         _check_drafts(drafts, len(prompt_list), num_samples, sampler, verify, deterministic)
     invariance = batch_invariant(model) if deterministic else contextlib.nullcontext()
     with _progress(progress, len(rows)) as advance, torch.inference_mode(), invariance:
+        gates, verified = (masks, replacements), drafts if verify else None
         completions = _run_batches(
-            model, rows, (masks, replacements), settings, batch_size, advance,
-            drafts if verify else None, timings,
-        )  # fmt: skip
+            model, rows, gates, settings, batch_size, advance, verified, timings
+        )
     if drafts is not None and not verify:
         completions = [_measured(c, drafts[c.prompt_index]) for c in completions]
     return completions
+
+
+def _attention_path(model: LabModel, attention: str, deterministic: bool, use_cache: bool) -> str:
+    """The attention path ``attention`` resolves to, checked against ``deterministic``."""
+    resolved = resolve_attention(model, attention)
+    if deterministic and (resolved != "shared_prefix" or not use_cache):
+        raise InputError(
+            f"deterministic=True needs the shared-prefix attention path with the KV cache; "
+            f"this call resolved attention={attention!r} to {resolved!r} with "
+            f"use_cache={use_cache}; pass deterministic=False to run it anyway"
+        )
+    return resolved
 
 
 def _run_batches(
@@ -393,7 +383,7 @@ def _run_batches(
     timings: MutableMapping[str, float] | None,
 ) -> list[Completion]:
     """Decode ``rows`` ``batch_size`` at a time (verifying ``drafts`` when given)."""
-    masks, replacements = gates
+    masks, replacements = gates  # (distinct masks, their replacements or None)
     completions: list[Completion] = []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]

@@ -86,9 +86,9 @@ def plan(
     """The work still to do, configuration-major (baseline first), skipping ``done`` pairs.
 
     Example:
-        >>> [(it.config, it.question_index) for it in plan(problems[:2], [Head(0, 1)])]
+        >>> [(it.config, it.question_index) for it in plan(problems[:2], [sl.Head(0, 1)])]
         [('none', 0), ('none', 1), ('L0H1', 0), ('L0H1', 1)]
-        >>> len(plan(problems[:2], [Head(0, 1)], done={(problems[0].id, "none")}))
+        >>> len(plan(problems[:2], [sl.Head(0, 1)], done={(problems[0].id, "none")}))
         3
     """
     return [

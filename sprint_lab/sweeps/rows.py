@@ -16,11 +16,10 @@ import pandas as pd
 
 from sprint_lab.core.heads import (
     BASELINE,
-    CONFIG_SEPARATOR,
-    Head,
     is_baseline,
     is_placebo,
     normalise_label,
+    parse_config,
     placebo_label,
     split_kind,
 )
@@ -129,9 +128,9 @@ def config_labels(heads: Sequence[Any], placebos: int = 0) -> list[str]:
     so each runs in the mixed batches of a different part of the sweep.
 
     Example:
-        >>> config_labels([Head(0, 1)])
+        >>> config_labels([sl.Head(0, 1)])
         ['none', 'L0H1']
-        >>> config_labels([Head(0, 0), Head(0, 1), Head(0, 2), Head(0, 3)], placebos=1)
+        >>> config_labels([sl.Head(0, 0), sl.Head(0, 1), sl.Head(0, 2), sl.Head(0, 3)], placebos=1)
         ['none', 'L0H0', 'L0H1', 'none~1', 'L0H2', 'L0H3']
     """
     if isinstance(placebos, bool) or int(placebos) != placebos or placebos < 0:
@@ -158,11 +157,10 @@ def config_position(config: str) -> tuple[int, int]:
     if is_baseline(config) or is_placebo(config):
         return -1, -1
     text, _ = split_kind(normalise_label(config))
-    parts = text.split(CONFIG_SEPARATOR)
-    if len(parts) == 1 and "H" in parts[0]:
-        head = Head.parse(parts[0])
-        return head.layer, head.head
-    layers = {int(part[1:].split("H")[0]) for part in parts}
+    heads = parse_config(text, n_heads=1)  # one head stands for each whole-layer part
+    if len(heads) == 1 and heads[0].label == text:
+        return heads[0].layer, heads[0].head
+    layers = {head.layer for head in heads}
     return (layers.pop(), -1) if len(layers) == 1 else (-1, -1)
 
 

@@ -298,7 +298,7 @@ def sweep(
         >>> result.table[["question_id", "config", "correct"]].shape
         (4, 3)
     """
-    problems, heads = _checked(model, problems, heads, configs, batch_size)
+    problems, candidates = _checked(model, problems, heads, configs, batch_size)
     template = get_template(prompt)
     check_problem_lengths(model, problems, template, max_new_tokens)
     runner = resolve_executor(executor)
@@ -308,19 +308,21 @@ def sweep(
     meta = {
         **(tags or {}),
         **sweep_meta(
-            model, problems, heads, template, max_new_tokens, grade_mode, seed, deterministic
+            model, problems, candidates, template, max_new_tokens, grade_mode, seed, deterministic
         ),
     }
-    labels = config_labels(heads, placebos)  # validates placebos
+    labels = config_labels(candidates, placebos)  # validates placebos
     meta["placebos"] = int(placebos)
     meta["strategy"] = strategy
-    reference, reference_meta = ablation_reference(model, problems, heads, template, resample_seed)
+    reference, reference_meta = ablation_reference(
+        model, problems, candidates, template, resample_seed
+    )
     meta.update(reference_meta)
 
     with _opened_store(out, resume, meta, labels, recompute_stale) as (store, done):
-        items = plan(problems, heads, done, placebos)
+        items = plan(problems, candidates, done, placebos)
         job = SweepJob(
-            model, problems, heads, template, max_new_tokens=max_new_tokens,
+            model, problems, candidates, template, max_new_tokens=max_new_tokens,
             grade_mode=grade_mode, batch_size=batch_size, progress=progress, callback=callback,
             cancel=cancel, store=store, meta=meta, placebos=placebos,
             deterministic=deterministic, strategy=strategy, reference=reference,
