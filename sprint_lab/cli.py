@@ -35,7 +35,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from sprint_lab.core.errors import InputError, SprintLabError
 
@@ -299,10 +299,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generation_args(sweep)
     sweep.add_argument("--layers", type=_ints, default=None, help="e.g. 0,5,10 (default: all)")
     sweep.add_argument("--heads", default=None, help="explicit heads, e.g. L0H1,L5H3")
+    sweep.add_argument(
+        "--configs",
+        default=None,
+        help="configurations instead of heads: head sets, whole layers, ablation kinds, "
+        "comma-separated, e.g. L3H5,L3H5+L7H2,L12,L3H5@mean",
+    )
+    sweep.add_argument(
+        "--kind",
+        choices=("zero", "mean", "resample"),
+        default=None,
+        help="ablate every configuration this way (default: zero, or the label's @kind)",
+    )
+    sweep.add_argument(
+        "--resample-seed", type=int, default=0, help="pairs each question with its donor"
+    )
     sweep.add_argument("--out", required=True, help="results folder (Parquet store)")
     _add_determinism_arg(sweep)
     sweep.add_argument("--no-resume", action="store_true", help="refuse to continue a store")
-    sweep.add_argument("--executor", default="local", choices=["local", "ray"])
+    sweep.add_argument("--executor", default="local", choices=["local", "ray", "vllm"])
+    sweep.add_argument(
+        "--vllm-url",
+        default=None,
+        help="a running vLLM server for --executor vllm (default: start one from .venvs/vllm)",
+    )
+    sweep.add_argument("--max-loras", type=int, default=None, help="the vLLM server's --max-loras")
     sweep.add_argument("--workers", type=int, default=None, help="Ray workers")
     sweep.add_argument("--address", default=None, help="Ray cluster address")
     sweep.add_argument("--gpus-per-worker", type=float, default=None)
@@ -373,11 +394,14 @@ def _problems_from_meta(meta: dict, data_dir: str | None):
     return [p for p in problems if p.id in wanted]
 
 
-def _executor(args: argparse.Namespace) -> Executor:
-    """The executor the ``sweep`` flags ask for (the Ray flags build a ``RayExecutor``)."""
+def executor_for(args: argparse.Namespace) -> Executor:
+    """The executor the ``sweep`` flags ask for (``--executor ray`` / ``vllm`` and their flags)."""
     from sprint_lab.sweeps.executor import LocalExecutor
     from sprint_lab.sweeps.ray import RayExecutor
+    from sprint_lab.sweeps.vllm import VLLMExecutor
 
+    if args.executor == "vllm":
+        return VLLMExecutor(base_url=args.vllm_url, max_loras=args.max_loras)
     if args.executor != "ray":
         return LocalExecutor()
     return RayExecutor(
@@ -389,8 +413,42 @@ def _executor(args: argparse.Namespace) -> Executor:
     )
 
 
-def _run_sweep(args) -> int:
+def sweep_candidates(args: argparse.Namespace, model: Any) -> dict[str, Any]:
+    """The ``heads=`` or ``configs=`` argument of :func:`~sprint_lab.sweeps.run.sweep` that the
+    ``--heads`` / ``--layers`` / ``--configs`` / ``--kind`` flags ask for.
+
+    Raises:
+        InputError: ``--configs`` together with ``--heads`` or ``--layers``, or an unreadable
+            configuration (named with its flag).
+
+    Example:
+        >>> from types import SimpleNamespace as NS
+        >>> flags = argparse.Namespace(heads=None, layers=None, configs="L0H1+L1H0,L1@mean",
+        ...                            kind=None)
+        >>> [c.label for c in sweep_candidates(flags, NS(n_layers=2, n_heads=2))["configs"]]
+        ['L0H1+L1H0', 'L1@mean']
+    """
+    from sprint_lab.core.configs import as_configs
     from sprint_lab.core.heads import all_heads, as_heads
+
+    if args.configs is not None and (args.heads or args.layers):
+        raise InputError("--configs replaces --heads and --layers; pass one of them")
+    flag = "--configs" if args.configs is not None else "--heads"
+    try:
+        if args.configs is not None:
+            items = [item.strip() for item in args.configs.split(",") if item.strip()]
+        elif args.heads:
+            items = as_heads(args.heads.split(","))
+        else:
+            items = all_heads(model, args.layers)
+        if args.configs is None and args.kind in (None, "zero"):
+            return {"heads": items}
+        return {"configs": as_configs(model, items, kind=args.kind)}
+    except ValueError as error:
+        raise InputError(f"{flag}: {error}") from error
+
+
+def _run_sweep(args) -> int:
     from sprint_lab.core.model import load_model
     from sprint_lab.sweeps.run import sweep
     from sprint_lab.sweeps.store import SweepStore
@@ -403,17 +461,16 @@ def _run_sweep(args) -> int:
     )
     SweepStore(args.out)  # an existing file at --out is an InputError now, not after loading
     model = load_model(args.model, dtype=args.dtype, device=args.device)
-    heads = as_heads(args.heads.split(",")) if args.heads else all_heads(model, args.layers)
     result = sweep(
         model,
         problems,
-        heads,
+        **sweep_candidates(args, model),
         prompt=args.prompt,
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
         out=args.out,
         resume=not args.no_resume,
-        executor=_executor(args),
+        executor=executor_for(args),
         tags={
             "dataset": args.dataset,
             "split": args.split,
@@ -425,6 +482,7 @@ def _run_sweep(args) -> int:
         placebos=args.placebos,
         deterministic=args.deterministic,
         strategy=args.strategy,
+        resample_seed=args.resample_seed,
     )
     print(result)
     print(format_top_heads(result, 10))

@@ -391,3 +391,66 @@ def test_repair_reports_what_it_did(tiny_results, tmp_path, capsys):
     code, out, err = run_main(capsys, "repair", str(store.path))
     assert code == 0 and f"quarantined {victim.name}" in out and "will recompute" in out
     assert (store.path / "quarantine" / victim.name).is_file()
+
+
+def test_configs_sweep_head_sets_layers_and_kinds(tiny_models, tmp_path, capsys):
+    """--configs runs head sets, whole layers and @mean configurations into the store."""
+    from sprint_lab.sweeps.result import SweepResult
+
+    common = ["--model", str(tiny_models["llama"]), "--dtype", "float32", "--device", "cpu"]
+    out = tmp_path / "configs"
+    code, printed, err = run_main(
+        capsys, "sweep", *common, "--limit", "2", "--max-new-tokens", "2", "--out", str(out),
+        "--configs", "L0H1+L2H0,L1,L0H1@mean",
+    )  # fmt: skip
+    assert code == 0, err
+    result = SweepResult.load(out)
+    assert result.configs == ["L0H1+L2H0", "L1", "L0H1@mean"]  # the pruned ones
+    assert len(result.table) == 2 * 4 and result.complete
+    assert result.meta["ablation_reference"].startswith("sweep prompts:")
+    assert "L0H1+L2H0" in printed
+    html = tmp_path / "report.html"
+    code, _, err = run_main(capsys, "report", str(out), "--html", str(html))
+    assert code == 0, err
+    assert "L0H1+L2H0" in html.read_text(encoding="utf-8")  # the configuration axis
+
+    code, _, err = run_main(
+        capsys, "sweep", *common, "--out", str(tmp_path / "bad"), "--configs", "L0H1+L9H0",
+    )  # fmt: skip
+    assert code == 2 and "--configs" in err and "L9H0" in err
+    code, _, err = run_main(
+        capsys, "sweep", *common, "--out", str(tmp_path / "both"), "--configs", "L1",
+        "--heads", "L0H0",
+    )  # fmt: skip
+    assert code == 2 and "--configs replaces --heads" in err
+
+
+def test_kind_applies_to_heads(tiny_sweep_args, tmp_path, capsys):
+    import sprint_lab.sweeps.run as run
+
+    seen: list[dict] = []
+
+    def record(*args, **kwargs):
+        seen.append(kwargs)
+        raise InputError("stop here")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(run, "sweep", record)
+        extra = ["--kind", "resample", "--resample-seed", "3"]
+        code, _, err = run_main(capsys, *tiny_sweep_args, "--out", str(tmp_path), *extra)
+    assert code == 2 and "stop here" in err
+    assert [c.label for c in seen[0]["configs"]] == ["L0H0@resample"]
+    assert "heads" not in seen[0] and seen[0]["resample_seed"] == 3
+
+
+def test_vllm_executor_flags():
+    from sprint_lab.cli import build_parser, executor_for
+    from sprint_lab.sweeps.vllm import VLLMExecutor
+
+    args = build_parser().parse_args(
+        ["sweep", "--out", "x", "--executor", "vllm", "--vllm-url", "http://127.0.0.1:8000",
+         "--max-loras", "8"]
+    )  # fmt: skip
+    executor = executor_for(args)
+    assert isinstance(executor, VLLMExecutor)
+    assert (executor.base_url, executor.max_loras) == ("http://127.0.0.1:8000", 8)

@@ -40,6 +40,7 @@ __all__ = [
     "Candidate",
     "Config",
     "as_candidate",
+    "as_candidates",
     "as_config",
     "as_configs",
     "candidate_from_label",
@@ -176,6 +177,36 @@ def as_candidate(config: Config) -> Candidate:
     if len(config.heads) == 1 and config.kind == "zero" and config.name is None:
         return config.heads[0]
     return config
+
+
+@no_type_check  # reads user input of any type; unreadable items -> ValueError naming them
+def as_candidates(items: Iterable[Any], n_heads: int | None = None) -> list[Candidate]:
+    """Candidates from ``Head`` / :class:`Config` objects, labels or ``(layer, head)`` pairs,
+    without a model (the selector's and the figures' way to read them).
+
+    Args:
+        items: the candidates.
+        n_heads: heads per layer, needed only for whole-layer labels such as ``"L12"``.
+
+    Raises:
+        ValueError: for an unreadable item, one that prunes nothing, or a whole-layer label
+            without ``n_heads``.
+
+    Example:
+        >>> [c.label for c in as_candidates(["l0h1", (1, 0), "L0H1+L1H0@mean", "L1"], n_heads=2)]
+        ['L0H1', 'L1H0', 'L0H1+L1H0@mean', 'L1']
+    """
+    candidates: list[Candidate] = []
+    for item in items:
+        if isinstance(item, Config):
+            candidates.append(as_candidate(item))
+        elif isinstance(item, Head):
+            candidates.append(item)
+        elif isinstance(item, str):
+            candidates.append(candidate_from_label(item, n_heads))
+        else:
+            candidates.extend(as_heads([item]))
+    return candidates
 
 
 def candidate_from_label(label: str, n_heads: int | None = None) -> Candidate:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -41,8 +42,9 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from sprint_lab.core.configs import Candidate, as_candidates
 from sprint_lab.core.errors import InputError
-from sprint_lab.core.heads import Head, as_heads
+from sprint_lab.core.heads import CONFIG_SEPARATOR, Head
 from sprint_lab.selection.encoders import get_encoder
 from sprint_lab.selection.training import (
     QuestionSplit,
@@ -53,6 +55,7 @@ from sprint_lab.selection.training import (
     train_net,
 )
 from sprint_lab.sweeps.result import SweepResult
+from sprint_lab.sweeps.rows import config_position
 
 __all__ = ["SprintSelector", "correctness_matrix", "heads_checksum", "sweep_table"]
 
@@ -87,7 +90,10 @@ def _saved_heads(config: Mapping[str, Any], config_file: Path) -> list[str]:
     heads = config.get("heads")
     if not isinstance(heads, list) or not heads:
         raise InputError(f"{config_file}: 'heads' must be a non-empty list of head labels")
-    labels = [h.label for h in as_heads(heads)]
+    try:
+        labels = [c.label for c in as_candidates(heads, config.get("n_heads"))]
+    except ValueError as error:
+        raise InputError(f"{config_file}: 'heads': {error}") from error
     saved = config.get("heads_sha256")
     if saved is None:
         warnings.warn(
@@ -106,6 +112,20 @@ def _saved_heads(config: Mapping[str, Any], config_file: Path) -> list[str]:
     return labels
 
 
+def _heads_per_layer(candidates: Iterable[Any], n_heads: int | None) -> int | None:
+    """``n_heads`` if given, else what a whole-layer :class:`~sprint_lab.core.configs.Config`
+    among the candidates shows (its head count), else ``None``."""
+    if n_heads is not None:
+        return int(n_heads)
+    for candidate in candidates:
+        name = getattr(candidate, "name", None) or ""
+        for part in name.split(CONFIG_SEPARATOR):
+            whole = re.fullmatch(r"L(\d+)", part)
+            if whole is not None:
+                return sum(h.layer == int(whole.group(1)) for h in candidate.heads)
+    return None
+
+
 # ---------------------------------------------------------------------------- sweep tables
 def sweep_table(sweep: Any) -> pd.DataFrame:
     """The tidy table of a ``SweepResult``-like object (``.table``) or of a DataFrame.
@@ -116,11 +136,21 @@ def sweep_table(sweep: Any) -> pd.DataFrame:
     return SweepResult.coerce(sweep).table
 
 
+def _candidate_order(candidate: Candidate) -> tuple[tuple[int, int], str]:
+    """Sort key: single heads by (layer, head) as before, other configurations after them."""
+    position = config_position(candidate.label)
+    return (position if position[1] >= 0 else (10**9, 0)), candidate.label
+
+
 def _correctness(
-    sweep: Any, heads: Sequence[Head | str | tuple[int, int]] | None
+    sweep: Any, heads: Sequence[Candidate | str | tuple[int, int]] | None
 ) -> tuple[pd.DataFrame, int]:
     result = SweepResult.coerce(sweep)
-    wanted = sorted(set(result.heads)) if heads is None else _unique_labels(heads)
+    if heads is None:
+        unique = {c.label: c for c in result.heads}.values()
+        wanted = [c.label for c in sorted(unique, key=_candidate_order)]
+    else:
+        wanted = _unique_labels(heads)
     full = result.correctness(wanted, complete=False)
     complete = full.notna().all(axis=1)
     return full[complete].astype(bool), int((~complete).sum())
@@ -151,8 +181,10 @@ def correctness_matrix(
     return _correctness(sweep, heads)[0]
 
 
-def _unique_labels(heads: Iterable[Head | str | tuple[int, int]]) -> list[str]:
-    labels = [h.label for h in as_heads(heads)]
+def _unique_labels(
+    heads: Iterable[Candidate | str | tuple[int, int]], n_heads: int | None = None
+) -> list[str]:
+    labels = [c.label for c in as_candidates(heads, n_heads)]
     if not labels:
         raise ValueError("need at least one candidate head")
     if len(set(labels)) != len(labels):
@@ -201,7 +233,8 @@ class SprintSelector:
     """Learned per-question ranking of candidate heads (SPRINT).
 
     Args:
-        heads: candidate heads (``Head``, ``"L3H5"`` labels or ``(layer, head)`` pairs); their
+        heads: candidates (``Head``, ``"L3H5"`` labels, ``(layer, head)`` pairs, or any
+            configuration: ``"L3H5+L7H2"``, ``sl.layer(model, 12)``, ``"L3H5@mean"``); their
             order is the column order of :meth:`scores`.
         encoder: question encoder: a spec for :func:`sprint_lab.selection.encoders.get_encoder`
             (``"minilm"``, ``"minilm:<model>"``), resolved on first use, or any object with
@@ -220,6 +253,8 @@ class SprintSelector:
             have norm ≈ 1 whatever the encoder (a residual stream's norm is in the hundreds).
             A single scale keeps φ's geometry (per-feature scaling would blow up noise
             dimensions). It is an affine change of φ, so the model class is the paper's.
+        n_heads: the model's heads per layer, needed only for whole-layer labels (``"L12"``)
+            given as strings; read from a whole-layer ``Config`` when there is one.
 
     Attributes (after :meth:`fit`):
         history: one row per epoch (0 = initialisation): ``epoch, train_loss, val_loss,
@@ -245,7 +280,7 @@ class SprintSelector:
 
     def __init__(
         self,
-        heads: Sequence[Head | str | tuple[int, int]],
+        heads: Sequence[Candidate | str | tuple[int, int]],
         encoder: Any = "minilm",
         dim: int = 64,
         temperature: float | int = 1.0,
@@ -253,15 +288,17 @@ class SprintSelector:
         diversity: float | int = 0.0,
         *,
         standardize: bool = True,
+        n_heads: int | None = None,
     ) -> None:
-        labels = _unique_labels(heads)
+        self.n_heads = _heads_per_layer(heads, n_heads)
+        labels = _unique_labels(heads, self.n_heads)
         if int(dim) < 1:
             raise ValueError(f"dim must be >= 1, got {dim}")
         if not float(temperature) > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if not float(diversity) >= 0:
             raise ValueError(f"diversity must be >= 0, got {diversity}")
-        self.heads: list[Head] = [Head.parse(label) for label in labels]
+        self.heads: list[Candidate] = as_candidates(labels, self.n_heads)
         self.dim = int(dim)
         self.temperature = float(temperature)
         self.seed = int(seed)
@@ -577,12 +614,13 @@ class SprintSelector:
         order = np.argsort(-s, axis=1, kind="stable")
         n_q, n_h = s.shape
         heads = [self.heads[j] for j in order.reshape(-1)]
+        positions = [config_position(h.label) for h in heads]
         return pd.DataFrame(
             {
                 "question_id": np.repeat(np.asarray(ids, dtype=object), n_h),
                 "head": [h.label for h in heads],
-                "layer": np.array([h.layer for h in heads], dtype=int),
-                "head_index": np.array([h.head for h in heads], dtype=int),
+                "layer": np.array([layer for layer, _ in positions], dtype=int),
+                "head_index": np.array([head for _, head in positions], dtype=int),
                 "score": np.take_along_axis(s, order, axis=1).reshape(-1).astype(float),
                 "rank": np.tile(np.arange(1, n_h + 1), n_q),
             }
@@ -594,8 +632,9 @@ class SprintSelector:
         n: int = 1,
         *,
         embeddings: Mapping[str, Tensor] | Tensor | None = None,
-    ) -> list[Head]:
-        """The ``n`` best heads to prune for one problem (or raw question text), best first.
+    ) -> list[Candidate]:
+        """The ``n`` best heads (or configurations) to prune for one problem (or raw question
+        text), best first.
 
         Example:
             >>> from types import SimpleNamespace as P
@@ -645,6 +684,7 @@ class SprintSelector:
             "format_version": _FORMAT_VERSION,
             "heads": self.labels,
             "heads_sha256": heads_checksum(self.labels),
+            "n_heads": self.n_heads,
             "encoder": self.encoder_name,
             "enc_dim": self.enc_dim_,
             "dim": self.dim,
@@ -726,6 +766,7 @@ class SprintSelector:
             seed=config["seed"],
             diversity=config["diversity"],
             standardize=config["standardize"],
+            n_heads=config.get("n_heads"),
         )
         enc_dim = int(config["enc_dim"])
         given = getattr(sel._encoder, "dim", None)

@@ -329,7 +329,7 @@ def compare_strategies(
         sweep = run_sweep(
             model,
             test_problems,
-            heads,
+            configs=heads,
             prompt=prompt,
             max_new_tokens=max_new_tokens,
             batch_size=batch_size,

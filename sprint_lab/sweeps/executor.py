@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 EXECUTORS: dict[str, str] = {
     "local": "sprint_lab.sweeps.executor:LocalExecutor",
     "ray": "sprint_lab.sweeps.ray:RayExecutor",
+    "vllm": "sprint_lab.sweeps.vllm:VLLMExecutor",
 }
 """Executor names accepted by ``sweep(executor=...)``, as ``"module:Class"`` paths."""
 

@@ -152,7 +152,8 @@ def invariance_available(model: LabModel, executor: Any) -> bool:
     Batch-invariant generation needs the shared-prefix attention path: models that path cannot
     reproduce exactly (sliding windows, soft-capping; see
     :func:`~sprint_lab.generation.attention_swap.shared_prefix_supported`) and executors set to
-    the bridge's own attention run the fast, batch-dependent path instead.
+    the bridge's own attention run the fast, batch-dependent path instead, and so does an
+    executor that says ``batch_invariant = False`` (a serving engine's batched kernels).
 
     Example:
         >>> from sprint_lab.sweeps.executor import LocalExecutor
@@ -160,7 +161,11 @@ def invariance_available(model: LabModel, executor: Any) -> bool:
         ...     model, LocalExecutor(attention="bridge"))
         (True, False)
     """
-    return shared_prefix_supported(model) and getattr(executor, "attention", "auto") != "bridge"
+    return (
+        shared_prefix_supported(model)
+        and getattr(executor, "attention", "auto") != "bridge"
+        and bool(getattr(executor, "batch_invariant", True))
+    )
 
 
 def _refuse_stale(store: SweepStore, status: StoreStatus) -> None:

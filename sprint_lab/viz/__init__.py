@@ -3,7 +3,8 @@
 One module per figure family, all styled by :mod:`sprint_lab.viz.style`:
 
     style           the template, palette and labels (:func:`apply_style`)
-    heatmap         per-head accuracy deltas on a layers x heads grid
+    heatmap         per-head accuracy deltas on a layers x heads grid (or a configuration axis)
+    prune_path      accuracy along a greedy pruning path
     comparison      pass@N / majority@N curves per selection strategy
     selector_figs   selector training curves, head preferences, embedding map
     importance_fig  an importance proxy against measured deltas
@@ -14,8 +15,9 @@ One module per figure family, all styled by :mod:`sprint_lab.viz.style`:
 
 from sprint_lab.viz.comparison import pass_at_n_curves
 from sprint_lab.viz.export import DEFAULT_HEIGHT, DEFAULT_SCALE, DEFAULT_WIDTH, save_figure
-from sprint_lab.viz.heatmap import heatmap
+from sprint_lab.viz.heatmap import heatmap, is_grid
 from sprint_lab.viz.importance_fig import importance_vs_delta
+from sprint_lab.viz.prune_path import prune_path
 from sprint_lab.viz.report import (
     format_top_heads,
     placebo_table,
@@ -48,10 +50,12 @@ __all__ = [
     "format_top_heads",
     "heatmap",
     "importance_vs_delta",
+    "is_grid",
     "pass_at_n_curves",
     "placebo_table",
     "placebo_verdict",
     "power_statement",
+    "prune_path",
     "question_head_preferences",
     "save_figure",
     "selector_history",

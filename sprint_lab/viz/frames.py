@@ -109,7 +109,9 @@ def grid_shape(n_panels: int, max_cols: int = 3) -> tuple[int, int]:
     return math.ceil(n_panels / cols), cols
 
 
-def split_placebos(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def split_placebos(
+    df: pd.DataFrame, keep_off_grid: bool = False
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The head rows and the placebo rows of a deltas table.
 
     A placebo row is one whose ``config`` is a placebo label (``"none~1"``, ...); rows without
@@ -120,6 +122,8 @@ def split_placebos(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
     Args:
         df: a deltas table (``SweepResult.deltas()``), with ``layer`` and ``head`` columns.
+        keep_off_grid: keep the non-placebo rows at a negative layer or head (head sets across
+            layers, whole layers) in the first table, for a configuration axis.
 
     Returns:
         ``(heads, placebos)``: two tables with the columns of ``df``, each in ``df``'s order.
@@ -139,7 +143,7 @@ def split_placebos(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     if layer is not None and head is not None:  # unlabelled rows: placebos sit at (-1, -1)
         placebo = placebo | (~labelled & ((layer == -1) & (head == -1)).to_numpy(bool))
     off_grid = np.zeros(len(df), dtype=bool)
-    for position in (layer, head):
+    for position in () if keep_off_grid else (layer, head):
         if position is not None:
             off_grid |= (position < 0).to_numpy(bool)
     return df.loc[~placebo & ~off_grid], df.loc[placebo]

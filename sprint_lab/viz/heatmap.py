@@ -14,6 +14,12 @@ deltas' minimum and maximum, a dark bar beside the colour bar spanning ``±`` th
 ``|delta|``, the range in the subtitle, and a grey veil over every cell whose ``|delta|`` does
 not exceed it (a delta that batching alone could produce).
 
+A sweep of configurations that are not one head each (head sets ``"L3H5+L7H2"``, whole layers
+``"L12"``, or the same head under two ablation kinds, ``"L3H5"`` and ``"L3H5@mean"``) does not
+fit a layers x heads grid (:func:`is_grid`): the map then has a *configuration axis*, one row per
+configuration in the table's order and one column (with ``by``, one column per group instead of
+facets), with the same colours, stars, hover and placebo band.
+
 Example:
     >>> import pandas as pd
     >>> deltas = pd.DataFrame({"layer": [0, 0, 1], "head": [0, 1, 0], "delta": [0.1, -0.2, 0.0],
@@ -45,9 +51,11 @@ from sprint_lab.viz.frames import (
 )
 from sprint_lab.viz.style import METRIC_LABELS, apply_style
 
-__all__ = ["heatmap"]
+__all__ = ["heatmap", "is_grid"]
 
 _GROUP_HINT = " (per-group tables need by='level' or by='subject')"
+_ALL = "_all"
+"""The one column of a configuration-axis map without groups."""
 
 _HOVER_FIELDS: tuple[str, ...] = (
     "accuracy",
@@ -76,12 +84,70 @@ _COLORBAR_X = 1.02
 _COLORBAR_XPAD = 10
 
 
-def _pivot(df: pd.DataFrame, column: str, layers: list[int], heads: list[int]) -> np.ndarray:
-    """Return a float [layers, heads] grid of ``column`` with NaN for missing cells."""
+@dataclass(frozen=True)
+class _Layout:
+    """Which columns of a deltas table give the map's rows and columns, in what order, and how
+    they are labelled: layers x heads for single-head sweeps, configurations x groups otherwise."""
+
+    row_key: str
+    col_key: str
+    rows: list[Any]
+    cols: list[Any]
+    row_labels: list[str]
+    col_labels: list[str]
+    row_title: str
+    col_title: str
+
+
+def _grid_layout(df: pd.DataFrame) -> _Layout:
+    layers = sorted(df["layer"].unique().tolist())
+    heads = sorted(df["head"].unique().tolist())
+    return _Layout(
+        "layer", "head", layers, heads, [f"L{v}" for v in layers], [f"H{h}" for h in heads],
+        "layer", "head",
+    )  # fmt: skip
+
+
+def _config_layout(df: pd.DataFrame, by: str | None, metric: str) -> _Layout:
+    configs = list(dict.fromkeys(df["config"].tolist()))
+    groups = sorted(df[by].unique().tolist()) if by else [metric]
+    col_labels = [group_title(by, g) for g in groups] if by else [METRIC_LABELS.get(metric, metric)]
+    return _Layout(
+        "config", by or _ALL, configs, groups, [str(c) for c in configs], col_labels,
+        "configuration", by or "",
+    )  # fmt: skip
+
+
+def is_grid(df: pd.DataFrame, by: str | None = None) -> bool:
+    """Whether a deltas table lays out on a layers x heads grid.
+
+    It does when every configuration is one head (no head sets, whole layers or second
+    ablation kinds), so each (layer, head) (per ``by`` group) has one configuration; otherwise
+    the map uses a configuration axis.
+
+    Example:
+        >>> import pandas as pd
+        >>> grid = pd.DataFrame({"config": ["L0H1", "L1H0"], "layer": [0, 1], "head": [1, 0]})
+        >>> sets = pd.DataFrame({"config": ["L0H1", "L0H1+L1H0"], "layer": [0, -1],
+        ...                      "head": [1, -1]})
+        >>> is_grid(grid), is_grid(sets)
+        (True, False)
+    """
+    if "config" not in df.columns or df.empty:
+        return True
+    keys = ["layer", "head"] + ([by] if by else [])
+    if (pd.to_numeric(df["layer"]) < 0).any() or (pd.to_numeric(df["head"]) < 0).any():
+        return False
+    labelled = df.drop_duplicates(keys + ["config"])  # repeats of one config: a per-group table
+    return not labelled.duplicated(keys).any()
+
+
+def _pivot(df: pd.DataFrame, column: str, layout: _Layout) -> np.ndarray:
+    """Return a float [rows, cols] grid of ``column`` with NaN for missing cells."""
     if column not in df.columns:
-        return np.full((len(layers), len(heads)), np.nan)
-    grid = df.pivot(index="layer", columns="head", values=column)
-    grid = grid.reindex(index=layers, columns=heads)
+        return np.full((len(layout.rows), len(layout.cols)), np.nan)
+    grid = df.pivot(index=layout.row_key, columns=layout.col_key, values=column)
+    grid = grid.reindex(index=layout.rows, columns=layout.cols)
     return grid.to_numpy(dtype=float, na_value=np.nan)
 
 
@@ -101,21 +167,20 @@ def _color_range(values: np.ndarray, diverging: bool, metric: str) -> dict[str, 
 def _heatmap_trace(
     df: pd.DataFrame,
     metric: str,
-    layers: list[int],
-    heads: list[int],
+    layout: _Layout,
     alpha: float,
     name: str,
     colors: dict[str, Any],
     showscale: bool,
 ) -> go.Heatmap:
-    z = _pivot(df, metric, layers, heads)
-    q = _pivot(df, "q_value", layers, heads)
+    z = _pivot(df, metric, layout)
+    q = _pivot(df, "q_value", layout)
     stars = np.where(np.isfinite(q) & (q <= alpha), "*", "")
-    custom = np.dstack([_pivot(df, f, layers, heads) for f in _HOVER_FIELDS])
+    custom = np.dstack([_pivot(df, f, layout) for f in _HOVER_FIELDS])
     return go.Heatmap(
         z=z,
-        x=[f"H{h}" for h in heads],
-        y=[f"L{layer}" for layer in layers],
+        x=layout.col_labels,
+        y=layout.row_labels,
         text=stars.tolist(),
         texttemplate="%{text}",
         textfont={"size": 16},
@@ -131,6 +196,28 @@ def _heatmap_trace(
     )
 
 
+def _laid_out(
+    df: pd.DataFrame, by: str | None, metric: str, axis: str
+) -> tuple[pd.DataFrame, pd.DataFrame, _Layout]:
+    """The cells, the placebo rows and the layout (a grid or a configuration axis)."""
+    if axis not in ("auto", "grid", "config"):
+        raise ValueError(f"axis must be 'auto', 'grid' or 'config', got {axis!r}")
+    keys = ["layer", "head"] + ([by] if by else [])
+    require_columns(df, keys + [metric], "deltas table")
+    by_config = axis == "config" or (
+        axis == "auto" and not is_grid(split_placebos(df, keep_off_grid=True)[0], by)
+    )
+    df, placebos = split_placebos(df, keep_off_grid=by_config)
+    if by_config:
+        require_columns(df, ["config"], "deltas table with a configuration axis")
+        check_unique(df, ["config"] + ([by] if by else []), "deltas table")
+        df = df.assign(**{_ALL: metric})
+        return df, placebos, _config_layout(df, by, metric)
+    check_unique(df, keys, "deltas table", _GROUP_HINT if by is None else "")
+    df = df.astype({"layer": int, "head": int})
+    return df, placebos, _grid_layout(df)
+
+
 def heatmap(
     result: Any,
     metric: str = "delta",
@@ -138,6 +225,7 @@ def heatmap(
     by: str | None = None,
     alpha: float = 0.05,
     title: str | None = None,
+    axis: str = "auto",
 ) -> go.Figure:
     """Layers x heads heatmap of a per-head pruning metric, with the placebo band marked.
 
@@ -147,6 +235,7 @@ def heatmap(
     symmetric range; other metrics a sequential Viridis scale ([0, 1] for accuracies). Cells
     with ``q_value <= alpha`` carry a ``*``. Hover shows accuracy, baseline, delta, its CI,
     p, q and n. With ``by`` the figure has one subplot per group sharing one colour scale.
+    Tables that are no layers x heads grid get a configuration axis (module docstring).
 
     Placebo rows (``config`` ``"none~1"``, ...; without a ``config`` column, rows at layer -1,
     head -1) are never cells, and rows at a negative layer or head are dropped from the grid.
@@ -178,6 +267,7 @@ def heatmap(
         by: ``None``, ``"level"`` or ``"subject"`` to facet by that column.
         alpha: Significance threshold on the Benjamini-Hochberg ``q_value``.
         title: Figure title; a sensible default otherwise.
+        axis: ``"auto"`` (a grid when the table fits one), ``"grid"`` or ``"config"``.
 
     Returns:
         The figure (one ``go.Heatmap`` trace per facet, followed by its veil trace when the
@@ -198,23 +288,21 @@ def heatmap(
         >>> fig = heatmap(with_placebo)
         >>> list(fig.data[0].y), fig.layout.meta["noise_floor"], fig.data[1].name
         (['L0', 'L2'], 0.05, 'within placebo noise')
+        >>> sets = pd.DataFrame({"config": ["L0H1", "L0H1+L2H1", "L2@mean"], "layer": [0, -1, 2],
+        ...                      "head": [1, -1, -1], "delta": [0.05, -0.1, 0.0]})
+        >>> list(heatmap(sets).data[0].y)
+        ['L0H1', 'L0H1+L2H1', 'L2@mean']
     """
-    df = SweepResult.deltas_of(result, by)
-    keys = ["layer", "head"] + ([by] if by else [])
-    require_columns(df, keys + [metric], "deltas table")
-    df, placebos = split_placebos(df)
-    check_unique(df, keys, "deltas table", _GROUP_HINT if by is None else "")
-    df = df.astype({"layer": int, "head": int})
-    layers = sorted(df["layer"].unique().tolist())
-    heads = sorted(df["head"].unique().tolist())
+    df, placebos, layout = _laid_out(SweepResult.deltas_of(result, by), by, metric, axis)
+    by_config = layout.row_key == "config"
     diverging = "delta" in metric
     band = _placebo_band(placebos, metric if diverging else "delta")
     colors, veil, colorbar = _scale(df[metric].to_numpy(dtype=float), metric, band)
-    default = _default_title(metric, diverging)
-    groups = [(None, df)] if by is None else list(df.groupby(by, sort=True))
+    default = _default_title(metric, diverging, by_config)
+    groups = [(None, df)] if by is None or by_config else list(df.groupby(by, sort=True))
     rows, cols = grid_shape(len(groups))
-    titles = [_facet_title(by, g, sub) for g, sub in groups] if by else None
-    height = max(360, rows * (28 * len(layers) + 110) + 130)
+    titles = [_facet_title(by, g, sub) for g, sub in groups] if by and not by_config else None
+    height = max(360, rows * (28 * len(layout.rows) + 110) + 130)
     fig = make_subplots(
         rows=rows,
         cols=cols,
@@ -225,13 +313,13 @@ def heatmap(
     )
     for i, (group, sub) in enumerate(groups):
         name = metric if group is None else group_title(by or "", group)
-        trace = _heatmap_trace(sub, metric, layers, heads, alpha, name, colors, showscale=i == 0)
+        trace = _heatmap_trace(sub, metric, layout, alpha, name, colors, showscale=i == 0)
         trace.colorbar.update(colorbar)
         row, col = i // cols + 1, i % cols + 1
         fig.add_trace(trace, row=row, col=col)
         if veil is not None:
-            fig.add_trace(_veil_trace(sub, metric, layers, heads, veil), row=row, col=col)
-    _grid_axes(fig, layers, heads, rows)
+            fig.add_trace(_veil_trace(sub, metric, layout, veil), row=row, col=col)
+    _grid_axes(fig, layout, rows)
     subtitle = f"* Benjamini-Hochberg q ≤ {alpha:g}"
     if band is not None:
         subtitle += " · " + band.text(veiled=veil is not None)
@@ -250,10 +338,11 @@ def heatmap(
     return apply_style(fig)
 
 
-def _default_title(metric: str, diverging: bool) -> str:
+def _default_title(metric: str, diverging: bool, by_config: bool = False) -> str:
+    what = "each configuration" if by_config else "one head"
     if diverging:
-        return "Accuracy change when pruning one head"
-    return f"{METRIC_LABELS.get(metric, metric).capitalize()} with one head pruned"
+        return f"Accuracy change when pruning {what}"
+    return f"{METRIC_LABELS.get(metric, metric).capitalize()} with {what} pruned"
 
 
 @dataclass(frozen=True)
@@ -400,16 +489,14 @@ def _band_shape(floor: float, bound: float) -> dict[str, Any]:
     }
 
 
-def _veil_trace(
-    df: pd.DataFrame, metric: str, layers: list[int], heads: list[int], floor: float
-) -> go.Heatmap:
+def _veil_trace(df: pd.DataFrame, metric: str, layout: _Layout, floor: float) -> go.Heatmap:
     """A grey, hover-less layer over the cells whose ``|metric|`` is within the noise floor."""
-    z = _pivot(df, metric, layers, heads)
+    z = _pivot(df, metric, layout)
     within = np.isfinite(z) & (np.abs(z) <= floor + 1e-9)
     return go.Heatmap(
         z=np.where(within, 1.0, np.nan),
-        x=[f"H{h}" for h in heads],
-        y=[f"L{layer}" for layer in layers],
+        x=layout.col_labels,
+        y=layout.row_labels,
         colorscale=[[0.0, _VEIL], [1.0, _VEIL]],
         zmin=0.0,
         zmax=1.0,
@@ -422,24 +509,25 @@ def _veil_trace(
     )
 
 
-def _grid_axes(fig: go.Figure, layers: list[int], heads: list[int], rows: int) -> None:
-    """Categorical axes in sweep order on every facet: layers top-down, heads left-right."""
+def _grid_axes(fig: go.Figure, layout: _Layout, rows: int) -> None:
+    """Categorical axes in sweep order on every facet: layers (or configurations) top-down,
+    heads (or groups) left-right."""
     fig.update_yaxes(
         type="category",
         categoryorder="array",
-        categoryarray=[f"L{layer}" for layer in layers],
+        categoryarray=layout.row_labels,
         autorange="reversed",
         showgrid=False,
     )
     fig.update_xaxes(
         type="category",
         categoryorder="array",
-        categoryarray=[f"H{h}" for h in heads],
+        categoryarray=layout.col_labels,
         showgrid=False,
         tickangle=0,
     )
-    fig.update_xaxes(title_text="head", row=rows)
-    fig.update_yaxes(title_text="layer", col=1)
+    fig.update_xaxes(title_text=layout.col_title, row=rows)
+    fig.update_yaxes(title_text=layout.row_title, col=1)
 
 
 def _facet_title(by: str, group: Any, sub: pd.DataFrame) -> str:

@@ -22,6 +22,7 @@ EXPECTED = [
     "04_inspect_questions",
     "05_export_figures",
     "06_gpu_reproduction",
+    "07_beyond_single_heads",
 ]
 NOTEBOOK_TIMEOUT_S = 600  # per notebook (smoke runs take 0.5-1.5 min on 2 shared cores)
 CELL_TIMEOUT_S = 400
@@ -98,6 +99,12 @@ def _check_outputs(name: str, out_dir: Path, nb) -> None:
         assert (run / "comparison.csv").is_file()
         assert (run / "selector" / "config.json").is_file()
         assert "math500: train on arith, test on arith" in text
+    elif name == "07_beyond_single_heads":
+        run = next(out_dir.glob("07-*"))
+        for store in ("sets", "kinds", "confirm", "greedy/step-01", "greedy/step-02"):
+            assert list((run / store).glob("part-*.parquet")), store
+        assert "sweep prompts:" in text  # the mean ablation's reference
+        assert "PrunePath(2 steps:" in text
 
 
 @pytest.mark.slow

@@ -445,3 +445,40 @@ def test_bad_inputs_raise_clear_errors(data: SimpleNamespace) -> None:
     solved_by_all = data.table[data.table["question_id"].isin(ALL_HEAD_IDS)]
     with pytest.raises(ValueError, match="nothing to learn"):
         SprintSelector(HEADS).fit(solved_by_all, data.train, embeddings=emb)
+
+
+def test_configurations_are_candidates_too(tmp_path):
+    """Head sets, whole layers and mean-ablated heads are selector candidates like single heads:
+    fitted from the sweep's labels, returned as Config objects, saved and loaded with n_heads."""
+    from sprint_lab.core.configs import Config, config_from_label
+
+    configs = ["L0H1+L1H0", "L1", "L0H0@mean", "L2H3"]
+    problems = [SimpleNamespace(id=str(i), question=f"q{i}") for i in range(40)]
+    emb = {p.id: torch.tensor([float(int(p.id) % 4 == k) for k in range(4)]) for p in problems}
+    rows = [
+        (p.id, config, int(p.id) % 4 == j)
+        for p in problems
+        for j, config in enumerate(["none", *configs][1:])
+    ]
+    sweep = pd.DataFrame(rows, columns=["question_id", "config", "correct"])
+    selector = SprintSelector(configs, dim=4, n_heads=4).fit(sweep, problems, embeddings=emb)
+    assert selector.labels == configs
+    for j, config in enumerate(configs):
+        probe = problems[j]  # question j is solved only by configuration j
+        (top,) = selector.top_heads(probe, 1, embeddings=emb)
+        assert top.label == config
+    assert isinstance(selector.heads[1], Config) and len(selector.heads[1].heads) == 4
+    assert selector.heads[3] == Head(2, 3)
+    ranks = selector.rank(problems[:1], embeddings=emb)
+    assert ranks.set_index("head").loc["L1", ["layer", "head_index"]].tolist() == [1, -1]
+
+    again = SprintSelector.load(selector.save(tmp_path / "sel"))
+    assert again.labels == configs and again.n_heads == 4
+    assert torch.equal(
+        again.scores(problems, embeddings=emb), selector.scores(problems, embeddings=emb)
+    )
+    # a whole-layer Config carries the model's head count
+    inferred = SprintSelector([config_from_label("L1", n_heads=4), "L0H1"], dim=4)
+    assert inferred.n_heads == 4
+    with pytest.raises(ValueError, match="n_heads"):
+        SprintSelector(["L1", "L0H1"], dim=4)

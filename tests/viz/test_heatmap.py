@@ -235,3 +235,43 @@ def test_heatmap_without_placebos_is_unchanged(deltas) -> None:
     assert fig.layout.meta is None and not fig.layout.shapes
     assert trace.colorbar.tickvals is None and trace.colorbar.x is None
     assert fig.layout.title.subtitle.text == "* Benjamini-Hochberg q ≤ 0.05"
+
+
+# --------------------------------------------------------------------------- configuration axis
+
+
+def test_heatmap_config_axis_for_sets_layers_and_kinds(placebo_sweep) -> None:
+    effects = {
+        "L0H0": HEAD_EFFECTS["L0H0"],
+        "L0H0@mean": BASE,
+        "L0H0+L1H1": HEAD_EFFECTS["L1H1"],
+        "L1": HEAD_EFFECTS["L1H0"],
+        "none~1": BASE,
+    }
+    result = placebo_sweep(effects)
+    fig = heatmap(result)
+    trace = fig.data[0]
+    order = [c for c in result.deltas()["config"] if c != "none~1"]  # the table's order
+    assert sorted(order) == sorted(effects.keys() - {"none~1"})
+    assert list(trace.y) == order
+    assert fig.layout.yaxis.title.text == "configuration"
+    z = dict(zip(trace.y, np.asarray(trace.z, dtype=float)[:, 0], strict=True))
+    assert z == pytest.approx({"L0H0": -2 / 6, "L0H0@mean": 0.0, "L0H0+L1H1": 2 / 6, "L1": 1 / 6})
+    assert fig.layout.meta["placebos"] == ["none~1"]
+    veil = dict(
+        zip(trace.y, np.isfinite(np.asarray(fig.data[1].z, dtype=float)[:, 0]), strict=True)
+    )
+    assert [c for c, veiled in veil.items() if veiled] == ["L0H0@mean"]  # only the zero delta
+
+    by_level = heatmap(result, by="level")
+    assert len([t for t in by_level.data if t.name != "within placebo noise"]) == 1
+    assert list(by_level.data[0].x) == ["Level 1", "Level 2"]
+    assert np.asarray(by_level.data[0].z, dtype=float).shape == (4, 2)
+
+
+def test_heatmap_axis_setting(deltas: pd.DataFrame) -> None:
+    forced = heatmap(deltas, axis="config")
+    assert len(forced.data[0].y) == len(deltas)
+    assert list(heatmap(deltas, axis="grid").data[0].y) == ["L0", "L5", "L10"]
+    with pytest.raises(ValueError, match="axis must be"):
+        heatmap(deltas, axis="rows")
