@@ -280,7 +280,8 @@ def test_interrupt_exit_130_keeps_finished_batches(tiny_sweep_args, tmp_path, ca
     assert_one_line(err, "sweep", f"finished batches are kept in {tmp_path / 'r'}")
 
 
-def test_recompute_stale_and_placebos_are_passed_on(tiny_sweep_args, tmp_path, capsys):
+def sweep_kwargs(capsys, *argv: str) -> dict:
+    """The keyword arguments ``sprint-lab sweep argv`` passes to ``sweep`` (not run)."""
     import sprint_lab.sweeps.run as run
 
     seen: list[dict] = []
@@ -291,9 +292,16 @@ def test_recompute_stale_and_placebos_are_passed_on(tiny_sweep_args, tmp_path, c
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(run, "sweep", record)
-        for extra in ([], ["--recompute-stale", "--placebos", "2"]):
-            code, _, err = run_main(capsys, *tiny_sweep_args, "--out", str(tmp_path), *extra)
-            assert code == 2 and "stop here" in err
+        code, _, err = run_main(capsys, *argv)
+    assert code == 2 and "stop here" in err
+    return seen[0]
+
+
+def test_recompute_stale_and_placebos_are_passed_on(tiny_sweep_args, tmp_path, capsys):
+    seen = [
+        sweep_kwargs(capsys, *tiny_sweep_args, "--out", str(tmp_path), *extra)
+        for extra in ([], ["--recompute-stale", "--placebos", "2"])
+    ]
     assert seen[0]["recompute_stale"] is False and seen[0]["placebos"] == 0
     assert seen[1]["recompute_stale"] is True and seen[1]["placebos"] == 2
 
@@ -426,21 +434,10 @@ def test_configs_sweep_head_sets_layers_and_kinds(tiny_models, tmp_path, capsys)
 
 
 def test_kind_applies_to_heads(tiny_sweep_args, tmp_path, capsys):
-    import sprint_lab.sweeps.run as run
-
-    seen: list[dict] = []
-
-    def record(*args, **kwargs):
-        seen.append(kwargs)
-        raise InputError("stop here")
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(run, "sweep", record)
-        extra = ["--kind", "resample", "--resample-seed", "3"]
-        code, _, err = run_main(capsys, *tiny_sweep_args, "--out", str(tmp_path), *extra)
-    assert code == 2 and "stop here" in err
-    assert [c.label for c in seen[0]["configs"]] == ["L0H0@resample"]
-    assert "heads" not in seen[0] and seen[0]["resample_seed"] == 3
+    extra = ["--kind", "resample", "--resample-seed", "3"]
+    seen = sweep_kwargs(capsys, *tiny_sweep_args, "--out", str(tmp_path), *extra)
+    assert [c.label for c in seen["configs"]] == ["L0H0@resample"]
+    assert "heads" not in seen and seen["resample_seed"] == 3
 
 
 def test_vllm_executor_flags():

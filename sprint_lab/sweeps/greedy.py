@@ -31,6 +31,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -212,8 +215,9 @@ def greedy_prune(
         candidates: the heads that may be pruned (``"L3H5"``, ``Head`` or ``(layer, head)``).
         k: how many heads to add, one per step.
         kind: how the set is ablated (``"zero"``, ``"mean"`` or ``"resample"``).
-        out: a folder for the step stores (``out/step-01``, ...): each step is a resumable
-            sweep, so an interrupted path picks up where it stopped.
+        out: the store every step sweeps into (a temporary folder when ``None``): the
+            baseline and the current set are generated once, and an interrupted path resumes
+            where it stopped.
         seed: bootstrap seed of the step CIs.
         **sweep_options: passed to every step's :func:`~sprint_lab.sweeps.run.sweep`
             (``max_new_tokens``, ``prompt``, ``batch_size``, ``executor``, ``progress``, ...).
@@ -228,10 +232,32 @@ def greedy_prune(
     """
     heads = list(as_heads(candidates))
     _check_settings(heads, k, kind)
-    clash = sorted({"heads", "configs", "out", "seed"} & set(sweep_options))
+    clash = sorted({"heads", "configs", "out", "resume", "seed"} & set(sweep_options))
     if clash:
         raise InputError(f"greedy_prune chooses {clash} itself; remove them from its options")
     sweep_options.setdefault("progress", False)
+    with contextlib.ExitStack() as stack:
+        store = (
+            Path(out)
+            if out is not None
+            else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        )
+        return _walk(model, problems, heads, k, kind, store, seed, out, sweep_options)
+
+
+def _walk(
+    model: LabModel,
+    problems: Sequence[Problem],
+    heads: list[Head],
+    k: int,
+    kind: str,
+    store: Path,
+    seed: int,
+    out: str | Path | None,
+    sweep_options: dict[str, Any],
+) -> PrunePath:
+    """The greedy steps, all sweeping into one store, so the baseline and the current set,
+    answered at an earlier step, are read back instead of generated again."""
     chosen: list[Head] = []
     steps: list[dict[str, Any]] = []
     tried: list[pd.DataFrame] = []
@@ -242,8 +268,9 @@ def greedy_prune(
         }
         current = _set_config(model, chosen, kind) if chosen else None
         configs = ([current] if current is not None else []) + list(options.values())
-        store = None if out is None else Path(out) / f"step-{step:02d}"
-        result = sweep(model, problems, configs=configs, out=store, **sweep_options)
+        with warnings.catch_warnings():  # the earlier steps' other options stay in the store
+            warnings.filterwarnings("ignore", message=".*outside this sweep's plan")
+            result = sweep(model, problems, configs=configs, out=store, **sweep_options)
         if not result.complete:
             raise InputError(f"greedy_prune step {step} did not finish (the sweep was cancelled)")
         label = BASELINE if current is None else current.label

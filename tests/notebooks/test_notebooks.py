@@ -101,7 +101,7 @@ def _check_outputs(name: str, out_dir: Path, nb) -> None:
         assert "math500: train on arith, test on arith" in text
     elif name == "07_beyond_single_heads":
         run = next(out_dir.glob("07-*"))
-        for store in ("sets", "kinds", "confirm", "greedy/step-01", "greedy/step-02"):
+        for store in ("sets", "kinds", "confirm", "greedy"):
             assert list((run / store).glob("part-*.parquet")), store
         assert "sweep prompts:" in text  # the mean ablation's reference
         assert "PrunePath(2 steps:" in text

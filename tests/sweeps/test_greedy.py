@@ -12,6 +12,7 @@ import pytest
 from sprint_lab import InputError, greedy_prune, load_problems, sweep
 from sprint_lab.core.heads import parse_config, split_kind
 from sprint_lab.sweeps.rows import make_row
+from sprint_lab.sweeps.store import SweepStore
 from sprint_lab.viz import prune_path
 
 CANDIDATES = ["L0H0", "L0H1", "L1H0", "L2H1"]
@@ -35,6 +36,7 @@ class ScriptedExecutor:
 
     def __init__(self) -> None:
         self.calls = 0
+        self.pairs = 0
 
     def correct(self, config: str, question: int) -> bool:
         heads = parse_config(split_kind(config)[0], n_heads=2)
@@ -43,6 +45,7 @@ class ScriptedExecutor:
 
     def run(self, job, items, sink) -> bool:
         self.calls += 1
+        self.pairs += len(items)
         rows = []
         for item in items:
             ok = self.correct(item.config, item.question_index)
@@ -61,7 +64,10 @@ def problems():
 
 
 def test_scripted_path_picks_the_known_best_sets(tiny, problems):
-    path = greedy_prune(tiny, problems, CANDIDATES, k=3, executor=ScriptedExecutor())
+    executor = ScriptedExecutor()
+    path = greedy_prune(tiny, problems, CANDIDATES, k=3, executor=executor)
+    # only new options are generated after step 1: baseline + 4, then 3, then 2 sets
+    assert executor.pairs == 6 * (5 + 3 + 2)
     # Step 1: L0H0 and L0H1 tie on accuracy and flips -> the earlier candidate.
     # Step 2: L1H0 adds a question (L0H1 adds nothing); step 3: L0H1 (0) beats L2H1 (-1).
     assert path.table["added"].tolist() == ["L0H0", "L1H0", "L0H1"]
@@ -112,7 +118,7 @@ def test_path_agrees_with_independent_sweeps_and_resumes(tiny, problems, tmp_pat
     settings = dict(max_new_tokens=3, batch_size=5, progress=False)
     candidates = ["L0H0", "L1H1", "L2H3"]
     path = greedy_prune(tiny, problems[:3], candidates, k=2, out=tmp_path / "path", **settings)
-    assert sorted((tmp_path / "path").iterdir())[0].name == "step-01"
+    assert SweepStore(tmp_path / "path").has_rows()  # every step in one store
     check = sweep(tiny, problems[:3], configs=path.table["config"].tolist(), **settings)
     for step in path.sweeps:
         for config in step.configs:
