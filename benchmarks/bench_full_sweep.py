@@ -1,20 +1,24 @@
-"""Whole-model sweeps: today's decode-every-answer sweep against verify-then-decode.
+"""Whole-model sweeps: today's decode-every-answer sweep against verify-then-decode and
+continuous batching.
 
 The same sweep (every head of ``--layers``, all 30 layers by default, + the baseline + one placebo,
-on ``--questions`` arith questions, ``--new-tokens`` tokens, greedy) runs twice in one process:
-``strategy="decode"`` (every answer decoded from its prompt) and ``strategy="verify"`` (each
-pruned row teacher-forces the baseline's answer and decodes only from where it departs), both
-batch-invariant (the sweep default). Printed:
+on ``--questions`` arith questions, ``--new-tokens`` tokens, greedy, batch-invariant as the sweep
+default) runs once per arm in one process:
 
-* ``pairs_per_s`` of each, ``speedup_vs_decode_sweep=`` (verify over decode);
-* ``token_mismatches=`` (pairs whose completion text or token count differ; the goal is 0);
-* the verify path's phase split (prefill / verify / decode seconds) and how much of the drafts
-  was accepted;
-* ``achieved_gflops`` (the useful work of the sweep, 2 x linear parameters x tokens a plain sweep
-  would run, over each path's time) against this machine's measured matmul peak in the same
-  dtype: ``fraction_of_peak=``;
-* ``full_sweep_minutes=``: the extrapolated time of 270 heads x 100 questions (+ baseline) at the
-  verify path's pairs/s.
+* ``decode``: every answer decoded from its prompt, one sweep batch per generation call (today's
+  sweep, the reference);
+* ``verify``: each pruned row teacher-forces the baseline's answer and decodes only from where it
+  departs;
+* ``*_continuous``: ``--window`` sweep batches per call, ``--batch-size`` rows decoding at once,
+  finished rows' slots refilled from the waiting ones.
+
+Printed per arm: ``pairs_per_s``, ``speedup`` over ``decode``, ``token_mismatches`` against it
+(pairs whose completion text or token count differ; the goal is 0), the verify phase split
+(prefill / verify / decode seconds) and the accepted share of the drafts; then for the fastest
+arm ``speedup_vs_decode_sweep=``, ``fraction_of_peak=`` (the useful work of the sweep, 2 x linear
+parameters x tokens a plain sweep would run, over its time, against this machine's measured
+matmul peak in the same dtype) and ``full_sweep_minutes=`` (270 heads x 100 questions + baseline
+extrapolated at its pairs/s); ``token_mismatches=`` sums every arm's.
 
     python benchmarks/bench_full_sweep.py [--layers 0 15 29] [--questions 8] [--new-tokens 48]
 """
@@ -50,16 +54,31 @@ def linear_params(model):
     return sum(m.weight.numel() for m in model.hf_model.modules() if isinstance(m, torch.nn.Linear))
 
 
-def run(model, problems, heads, args, strategy):
-    """One sweep through the local runner (the ``LocalExecutor`` loop), keeping its timings."""
+ARMS = {
+    "decode": ("decode", 1),
+    "decode_continuous": ("decode", None),
+    "verify": ("verify", 1),
+    "verify_continuous": ("verify", None),
+}
+"""Benchmark arm -> (strategy, sweep batches per generation call; ``None``: ``--window``)."""
+
+
+def run(model, problems, heads, args, arm):
+    """One sweep through the local runner (the ``LocalExecutor`` loop), keeping its timings.
+
+    An arm with a window hands the runner ``window`` sweep batches per call, decoding
+    ``batch_size`` rows at once and refilling finished rows' slots (continuous batching).
+    """
+    strategy, window = ARMS[arm]
+    window = window or args.window
     runner = BatchRunner(
-        model, problems, max_new_tokens=args.new_tokens, deterministic=True, strategy=strategy
-    )
+        model, problems, max_new_tokens=args.new_tokens, deterministic=True, strategy=strategy,
+        slots=args.batch_size,
+    )  # fmt: skip
     items = plan(problems, heads, placebos=1)
     start = time.perf_counter()
-    frames = [
-        runner.run(items[i : i + args.batch_size]) for i in range(0, len(items), args.batch_size)
-    ]
+    step = args.batch_size * window
+    frames = [runner.run(items[i : i + step]) for i in range(0, len(items), step)]
     seconds = time.perf_counter() - start
     table = {
         (row.question_id, row.config): (
@@ -98,6 +117,13 @@ def main():
     parser.add_argument("--new-tokens", type=int, default=48)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument(
+        "--window", type=int, default=4, help="sweep batches per call in the continuous arms"
+    )
+    parser.add_argument(
+        "--arms", nargs="+", default=list(ARMS), choices=list(ARMS),
+        help="what to run; the first is the reference (today's sweep: decode)",
+    )  # fmt: skip
     args = parser.parse_args()
     model = sl.load_model("smollm2-135m", dtype=args.dtype)
     layers = args.layers if args.layers is not None else list(range(model.n_layers))
@@ -109,34 +135,45 @@ def main():
         f"new_tokens={args.new_tokens} batch_size={args.batch_size}",
         flush=True,
     )
-    decoded, decode_s, _ = run(model, problems, heads, args, "decode")
-    print(f"decode  pairs={len(decoded)} seconds={decode_s:.1f}", flush=True)
-    verified, verify_s, runner = run(model, problems, heads, args, "verify")
-    print(f"verify  pairs={len(verified)} seconds={verify_s:.1f}", flush=True)
-    mismatched = sum(decoded[key][:2] != value[:2] for key, value in verified.items())
-    diverged = sum(decoded[key][2] != value[2] for key, value in verified.items())
-    timings = runner.timings
-    accepted = timings.get("accepted_tokens", 0.0) / max(timings.get("draft_tokens", 1.0), 1.0)
-    pairs = len(verified)
-    work = 2 * linear_params(model) * useful_tokens(model, problems, decoded, 2 + len(heads))
+    results = {}
+    for arm in args.arms:
+        table, seconds, runner = run(model, problems, heads, args, arm)
+        results[arm] = (table, seconds, runner)
+        print(f"{arm:<18} pairs={len(table)} seconds={seconds:.1f}", flush=True)
+    reference, decode_s, _ = results[args.arms[0]]
+    pairs = len(reference)
+    work = 2 * linear_params(model) * useful_tokens(model, problems, reference, 2 + len(heads))
     peak = matmul_peak_gflops(getattr(torch, args.dtype))
-    achieved = {name: work / s / 1e9 for name, s in (("decode", decode_s), ("verify", verify_s))}
-    identical = sum(value[2] is None for value in verified.values())
-    print(
-        f"phase_split prefill_s={timings.get('prefill_s', 0):.1f} "
-        f"verify_s={timings.get('verify_s', 0):.1f} decode_s={timings.get('decode_s', 0):.1f} "
-        f"(pruned rows only; baseline rows decode plainly) draft_accepted={accepted:.2f} "
-        f"identical_answers={identical}/{pairs}"
+    for arm, (table, seconds, runner) in results.items():
+        mismatched = sum(reference[key][:2] != value[:2] for key, value in table.items())
+        diverged = sum(reference[key][2] != value[2] for key, value in table.items())
+        timings = runner.timings
+        drafts = max(timings.get("draft_tokens", 1.0), 1.0)
+        identical = sum(value[2] is None for value in table.values())
+        print(
+            f"{arm}: pairs_per_s={pairs / seconds:.2f} speedup={decode_s / seconds:.2f} "
+            f"token_mismatches={mismatched} diverged_at_mismatches={diverged} "
+            f"achieved_gflops={work / seconds / 1e9:.1f} identical_answers={identical}/{pairs}"
+        )
+        if timings:
+            print(
+                f"  phase_split prefill_s={timings.get('prefill_s', 0):.1f} "
+                f"verify_s={timings.get('verify_s', 0):.1f} "
+                f"decode_s={timings.get('decode_s', 0):.1f} (pruned rows only) "
+                f"draft_accepted={timings.get('accepted_tokens', 0.0) / drafts:.2f}"
+            )
+    best = min(results, key=lambda arm: results[arm][1])
+    best_s = results[best][1]
+    mismatches = sum(
+        sum(reference[key][:2] != value[:2] for key, value in results[arm][0].items())
+        for arm in results
     )
-    print(f"decode_pairs_per_s={pairs / decode_s:.2f} verify_pairs_per_s={pairs / verify_s:.2f}")
-    print(f"speedup_vs_decode_sweep={decode_s / verify_s:.2f}")
-    print(f"token_mismatches={mismatched} diverged_at_mismatches={diverged}")
-    print(
-        f"peak_gflops={peak:.1f} achieved_gflops_decode={achieved['decode']:.1f} "
-        f"achieved_gflops_verify={achieved['verify']:.1f}"
-    )
-    print(f"fraction_of_peak={achieved['verify'] / peak:.3f}")
-    print(f"full_sweep_minutes={271 * 100 / (pairs / verify_s) / 60:.0f}")
+    print(f"fastest={best}")
+    print(f"speedup_vs_decode_sweep={decode_s / best_s:.2f}")
+    print(f"token_mismatches={mismatches}")
+    print(f"peak_gflops={peak:.1f} achieved_gflops={work / best_s / 1e9:.1f}")
+    print(f"fraction_of_peak={work / best_s / 1e9 / peak:.3f}")
+    print(f"full_sweep_minutes={271 * 100 / (pairs / best_s) / 60:.0f}")
 
 
 if __name__ == "__main__":

@@ -50,8 +50,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fraction", type=float, default=0.25, help="screen / reference cost")
     parser.add_argument("--n-masks", type=int, default=None, help="override the cost rule")
     parser.add_argument("--group-size", type=int, default=None)
+    parser.add_argument(
+        "--mask-blocks", type=int, default=1, help="question blocks with masks of their own"
+    )
     parser.add_argument("--n-bootstrap", type=int, default=50)
     parser.add_argument("--with-sweep", action="store_true", help="reference = generation sweep")
+    parser.add_argument(
+        "--store", default=None, help="folder for the reference sweep's store (resumable)"
+    )
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--top-k", type=int, default=10)
@@ -126,6 +132,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             prompt=args.prompt,
             max_new_tokens=args.max_new_tokens,
             batch_size=args.batch_size,
+            out=args.store,
             progress=False,
         )
         print(f"sweep: {time.perf_counter() - started:.1f}s", flush=True)
@@ -143,6 +150,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         metric=args.metric,
         seed=args.seed,
         n_bootstrap=args.n_bootstrap,
+        mask_blocks=args.mask_blocks,
         prompt=args.prompt,
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
@@ -152,7 +160,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     table = table.merge(effects, on=["layer", "head"], how="left")
     meta = screened.meta
     print(
-        f"screen: {seconds:.1f}s, group_size={meta['group_size']}, alpha={meta['alpha']:.3g}, "
+        f"screen: {seconds:.1f}s, group_size={meta['group_size']}, "
+        f"mask_blocks={meta['mask_blocks']}, alpha={meta['alpha']:.3g}, "
         f"non-zero effects {int((table['effect'] != 0).sum())}/{n_heads}",
         flush=True,
     )

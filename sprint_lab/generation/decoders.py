@@ -130,6 +130,23 @@ class TeacherForcing(Decoder, Protocol):
         ...
 
 
+@runtime_checkable
+class Refilling(Decoder, Protocol):
+    """What continuous batching (:meth:`~sprint_lab.generation.batch.Batch.refill`) needs beyond
+    :class:`Decoder`: take in the rows of another decoder of the same kind, prefilled on their
+    own, so that finished rows' slots are filled again. Only a batch-invariant decoder can do
+    it exactly (a row's values must not depend on the rows it decodes with).
+    """
+
+    def can_absorb(self) -> bool:
+        """Whether this decoder's rows can be merged with others' right now."""
+        ...
+
+    def absorb(self, other: Decoder) -> None:
+        """Append ``other``'s rows after this decoder's."""
+        ...
+
+
 class CacheDecoder:
     """Decoding through the bridge's own attention with a Hugging Face ``DynamicCache``.
 
@@ -321,6 +338,19 @@ class SharedPrefixDecoder:
     def logits(self, hidden: Float[Tensor, "rows d_model"]) -> Float[Tensor, "rows vocab"]:
         """See :meth:`TeacherForcing.logits`."""
         return self.model.hf_model.get_output_embeddings()(hidden)
+
+    def can_absorb(self) -> bool:
+        """See :meth:`Refilling.can_absorb`: only on the batch-invariant state."""
+        return isinstance(self.state, InvariantPrefixState)
+
+    def absorb(self, other: Decoder) -> None:
+        """See :meth:`Refilling.absorb` (both must hold batch-invariant states)."""
+        mine, theirs = self.state, getattr(other, "state", None)
+        if not isinstance(mine, InvariantPrefixState) or not isinstance(
+            theirs, InvariantPrefixState
+        ):
+            raise RuntimeError("only batch-invariant shared-prefix states can be merged")
+        mine.absorb(theirs)
 
     def drop_last(self, counts: Int[Tensor, " batch"]) -> None:
         """See :meth:`TeacherForcing.drop_last`."""

@@ -18,6 +18,7 @@ This module checks the arguments, tokenizes the prompts into rows and hands batc
 from __future__ import annotations
 
 import contextlib
+from collections import deque
 from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -29,7 +30,7 @@ from torch import Tensor
 from sprint_lab.core.errors import InputError
 from sprint_lab.core.gate import MaskBatch, ReplacementBatch, validate_mask, validate_replacement
 from sprint_lab.core.model import LabModel
-from sprint_lab.generation.batch import Batch, DecodeSettings, Finished, Row
+from sprint_lab.generation.batch import Batch, DecodeSettings, Finished, Row, RowQueue
 from sprint_lab.generation.decoders import resolve_attention
 from sprint_lab.generation.invariant import batch_invariant
 from sprint_lab.generation.kv import PrefixCache
@@ -262,6 +263,7 @@ def generate(
     drafts: Sequence[Sequence[int] | None] | None = None,
     verify: bool = True,
     timings: MutableMapping[str, float] | None = None,
+    continuous: bool = True,
 ) -> list[Completion]:
     """Generate completions, each prompt under its own head mask, in batches.
 
@@ -310,6 +312,9 @@ def generate(
             the same tokens as plain decoding, for greedy decoding with ``deterministic=True``.
             ``False`` decodes plainly and measures ``diverged_at`` afterwards.
         timings: a dict that verify-then-decode adds its phase seconds and token counts to.
+        continuous: continuous batching with ``deterministic=True`` (ignored otherwise): once
+            a quarter of a batch's rows are done, waiting prompts are prefilled and join it
+            (:mod:`sprint_lab.generation.batch`); the same tokens, as rows are batch-invariant.
 
     Returns:
         ``len(prompts) * num_samples`` :class:`Completion` objects, prompt-major.
@@ -334,27 +339,24 @@ def generate(
     split = [_split(prompt) for prompt in prompt_list]
     check_prompt_chars(model, [a + b for a, b in split], max_new_tokens)  # before tokenizing
     settings = DecodeSettings(
-        attention=_attention_path(model, attention, deterministic, use_cache),
-        sampler=sampler,
+        attention=_attention_path(model, attention, deterministic, use_cache), sampler=sampler,
         rule=StopRule.build(model.tokenizer, stop, eos_ids(model), max_new_tokens),
-        use_cache=use_cache,
-        reuse_prefix=reuse_prefix,
-        prefix_cache=prefix_cache,
-    )
+        use_cache=use_cache, reuse_prefix=reuse_prefix, prefix_cache=prefix_cache,
+    )  # fmt: skip
     masks, replacements, mask_of_prompt = normalise_gates(
         model, head_masks, head_replacements, len(prompt_list)
     )
     rows = make_rows(model, prompt_list, mask_of_prompt, num_samples, settings.sampler, seed)
-    first_rows = rows[::num_samples]  # one row per prompt (rows are prompt-major)
-    check_token_counts(model, [len(row.ids) for row in first_rows], max_new_tokens)
+    check_token_counts(model, [len(row.ids) for row in rows[::num_samples]], max_new_tokens)
     if drafts is not None:
         _check_drafts(drafts, len(prompt_list), num_samples, sampler, verify, deterministic)
     invariance = batch_invariant(model) if deterministic else contextlib.nullcontext()
     with _progress(progress, len(rows)) as advance, torch.inference_mode(), invariance:
         gates, verified = (masks, replacements), drafts if verify else None
         completions = _run_batches(
-            model, rows, gates, settings, batch_size, advance, verified, timings
-        )
+            model, rows, gates, settings, batch_size, advance, verified, timings,
+            continuous=continuous and deterministic,
+        )  # fmt: skip
     if drafts is not None and not verify:
         completions = [_measured(c, drafts[c.prompt_index]) for c in completions]
     return completions
@@ -381,22 +383,29 @@ def _run_batches(
     advance: Callable[[int], object],
     drafts: Sequence[Sequence[int] | None] | None,
     timings: MutableMapping[str, float] | None,
+    continuous: bool,
 ) -> list[Completion]:
-    """Decode ``rows`` ``batch_size`` at a time (verifying ``drafts`` when given)."""
+    """Decode ``rows`` ``batch_size`` at a time (verifying ``drafts`` when given); with
+    ``continuous``, a batch refills the slots of finished rows from the waiting ones."""
     masks, replacements = gates  # (distinct masks, their replacements or None)
-    completions: list[Completion] = []
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
+    pending = deque((row, None if drafts is None else drafts[row.prompt_index]) for row in rows)
+    queue = RowQueue(pending, batch_size) if continuous else None
+    finished: list[Finished] = []
+    while pending:
+        pairs = [pending.popleft() for _ in range(min(batch_size, len(pending)))]
+        chunk = [row for row, _ in pairs]
         if drafts is not None:
-            chunk_drafts = [drafts[row.prompt_index] for row in chunk]
+            chunk_drafts = [draft for _, draft in pairs]
             batch: Batch = VerifyBatch(
-                model, chunk, masks, settings, chunk_drafts, timings, replacements
+                model, chunk, masks, settings, chunk_drafts, timings, replacements, queue
             )
         else:
-            batch = Batch(model, chunk, masks, settings, replacements)
-        completions.extend(Completion.from_finished(f, settings.rule) for f in batch.run())
-        advance(len(chunk))
-    return completions
+            batch = Batch(model, chunk, masks, settings, replacements, queue)
+        done = batch.run()
+        finished.extend(done)
+        advance(len(done))
+    finished.sort(key=lambda f: f.row.index)
+    return [Completion.from_finished(f, settings.rule) for f in finished]
 
 
 def _measured(completion: Completion, draft: Sequence[int] | None) -> Completion:

@@ -328,6 +328,73 @@ class InvariantPrefixState(SharedPrefixState):
         super().select_rows(rows)
         self.lengths = self.lengths.index_select(0, rows.to(self.lengths.device))
 
+    def absorb(self, other: InvariantPrefixState) -> None:
+        """Append ``other``'s rows after this state's (continuous batching refills free slots).
+
+        Each row keeps its own keys from index 0 and its own prefix group, and attention
+        reduces over fixed chunks masked past a row's end, so a row computes the same values in
+        the merged state as in its own. Prefix groups no row uses any more are dropped.
+
+        Raises:
+            ValueError: when the two states hold different prefix lengths.
+
+        Example:
+            >>> one = InvariantPrefixState(1, torch.zeros(1, dtype=torch.long), None, 4)
+            >>> two = InvariantPrefixState(1, torch.zeros(2, dtype=torch.long), None, 300)
+            >>> for state, n in ((one, 1), (two, 2)):
+            ...     state.begin(torch.ones(n, 1, dtype=torch.bool))
+            ...     kv = torch.randn(n, 1, 1, 8)
+            ...     _ = state.attend(0, torch.randn(n, 2, 1, 8), kv, kv, 1.0)
+            ...     state.commit()
+            >>> one.absorb(two)
+            >>> one.batch_size, one.capacity, one.lengths.tolist(), one.keys[0].shape[2]
+            (3, 512, [1, 1, 1], 512)
+        """
+        if (self.prefix is None) != (other.prefix is None) or (
+            self.prefix_length != other.prefix_length
+        ):
+            raise ValueError(
+                f"cannot merge states with prefix lengths {self.prefix_length} and "
+                f"{other.prefix_length}"
+            )
+        capacity = max(self.capacity, other.capacity)
+        stores = (self.keys, self.values, other.keys, other.values)
+        if any(store[layer] is None for store in stores for layer in range(self.n_layers)):
+            raise ValueError("only states that have run a forward pass can be merged")
+
+        def widen(part: Tensor | None) -> Tensor:
+            assert part is not None
+            return F.pad(part, (0, 0, 0, capacity - part.shape[2]))
+
+        for layer in range(self.n_layers):
+            self.keys[layer] = torch.cat([widen(self.keys[layer]), widen(other.keys[layer])])
+            self.values[layer] = torch.cat([widen(self.values[layer]), widen(other.values[layer])])
+        self.capacity = capacity
+        row_group = other.row_group
+        if self.prefix is not None and other.prefix is not None:
+            row_group = other.row_group + int(self.prefix[0][0].shape[0])
+            self.prefix = [
+                (torch.cat([k, other_k]), torch.cat([v, other_v]))
+                for (k, v), (other_k, other_v) in zip(self.prefix, other.prefix, strict=True)
+            ]
+        row_group = torch.cat([self.row_group, row_group.to(self.row_group.device)])
+        self.lengths = torch.cat([self.lengths, other.lengths.to(self.lengths.device)])
+        self._counts = self.lengths
+        self.length = int(self.lengths.max()) if len(self.lengths) else 0
+        self._set_rows(self._drop_unused_groups(row_group))
+
+    def _drop_unused_groups(self, row_group: Tensor) -> Tensor:
+        """Keep only the prefix groups ``row_group`` refers to; the renumbered groups."""
+        if self.prefix is None:
+            return row_group
+        used, renumbered = torch.unique(row_group, return_inverse=True)
+        if len(used) < int(self.prefix[0][0].shape[0]):
+            index = used.to(self.prefix[0][0].device)
+            self.prefix = [
+                (k.index_select(0, index), v.index_select(0, index)) for k, v in self.prefix
+            ]
+        return renumbered
+
     def drop_last(self, counts: Tensor) -> None:
         """Forget each row's last ``counts`` stored positions (a rejected teacher-forced tail).
 

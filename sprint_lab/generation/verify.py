@@ -41,7 +41,7 @@ from torch import Tensor
 from sprint_lab.core.errors import InputError
 from sprint_lab.core.gate import HeadGate, MaskBatch, ReplacementBatch
 from sprint_lab.core.model import LabModel
-from sprint_lab.generation.batch import Batch, DecodeSettings, Finished, Row
+from sprint_lab.generation.batch import Batch, DecodeSettings, Finished, Row, RowQueue
 from sprint_lab.generation.decoders import Decoder, Logits, TeacherForcing
 
 __all__ = ["VERIFY_LOGIT_ROWS", "VerifyBatch", "first_divergence", "padded_drafts"]
@@ -98,8 +98,8 @@ class VerifyBatch(Batch):
             (greedy settings; the decoder must implement
             :class:`~sprint_lab.generation.decoders.TeacherForcing`).
         drafts: one draft (token ids, EOS excluded) per row, or ``None`` for no draft.
-        timings: a dict the phase seconds and token counts are added to.
-        replacements: as for :class:`~sprint_lab.generation.batch.Batch`.
+        replacements, queue: as for :class:`~sprint_lab.generation.batch.Batch` (refilled rows
+            are verified against their own drafts).
         timings: where to add the seconds and token counts of each phase (``prefill_s``,
             ``verify_s``, ``decode_s``, ``draft_tokens``, ``accepted_tokens``), or ``None``.
 
@@ -128,8 +128,9 @@ class VerifyBatch(Batch):
         drafts: Sequence[Sequence[int] | None],
         timings: MutableMapping[str, float] | None = None,
         replacements: ReplacementBatch | None = None,
+        queue: RowQueue | None = None,
     ) -> None:
-        super().__init__(model, rows, masks, settings, replacements)
+        super().__init__(model, rows, masks, settings, replacements, queue)
         if len(drafts) != len(self.rows):
             raise InputError(f"got {len(drafts)} drafts for {len(self.rows)} rows")
         if not settings.sampler.greedy:
@@ -152,6 +153,19 @@ class VerifyBatch(Batch):
         self, decoder: Decoder, gate: HeadGate, mask_keys: list[int], row_masks: MaskBatch
     ) -> None:
         """Prefill, verify the drafts, decode the rest (see the module docstring)."""
+        logits, next_position = self.begin(decoder, gate, mask_keys, row_masks)
+        if self.active:
+            started = time.perf_counter()
+            before = self._phase_seconds()
+            self.decode(decoder, gate, logits, next_position)
+            # refilled rows' prefill and verify time is counted under those phases
+            refills = self._phase_seconds() - before
+            self._add_time(decode_s=time.perf_counter() - started - refills)
+
+    def begin(
+        self, decoder: Decoder, gate: HeadGate, mask_keys: list[int], row_masks: MaskBatch
+    ) -> tuple[Float[Tensor, "active vocab"], Int[Tensor, " active"]]:
+        """Prefill, then verify the drafts; the logits to decode from."""
         if not isinstance(decoder, TeacherForcing):
             raise InputError(
                 f"verify-then-decode needs a decoder that can teacher-force exactly; the "
@@ -162,11 +176,30 @@ class VerifyBatch(Batch):
         logits, next_position = self.prefill(decoder, gate, mask_keys, row_masks)
         prefilled = time.perf_counter()
         logits, next_position = self.verify(decoder, gate, logits, next_position)
-        verified = time.perf_counter()
-        if self.active:
-            self.decode(decoder, gate, logits, next_position)
-        self._add_time(prefill_s=prefilled - started, verify_s=verified - prefilled)
-        self._add_time(decode_s=time.perf_counter() - verified)
+        self._add_time(prefill_s=prefilled - started, verify_s=time.perf_counter() - prefilled)
+        return logits, next_position
+
+    def spawn(self, pairs: Sequence[tuple[Row, Sequence[int] | None]]) -> Batch:
+        """A verifying batch of refilled rows, each with its own draft."""
+        rows = [row for row, _ in pairs]
+        drafts = [draft for _, draft in pairs]
+        return VerifyBatch(
+            self.model, rows, self.masks, self.settings, drafts, self.timings, self.replacements
+        )
+
+    def take_rows(self, other: Batch) -> None:
+        """Adopt ``other``'s rows and their drafts."""
+        super().take_rows(other)
+        if isinstance(other, VerifyBatch):
+            self.has_draft.extend(other.has_draft)
+            self.drafts.extend(other.drafts)
+        else:
+            self.has_draft.extend(False for _ in other.rows)
+            self.drafts.extend([] for _ in other.rows)
+
+    def _phase_seconds(self) -> float:
+        timings = self.timings or {}
+        return timings.get("prefill_s", 0.0) + timings.get("verify_s", 0.0)
 
     def _add_time(self, **amounts: float) -> None:
         if self.timings is not None:

@@ -15,7 +15,10 @@ evaluation and untangle the heads' contributions afterwards.
    position and decoding step).
 2. Score the unpruned model once and every mask once, on the same questions. ``y[m]`` is mask
    ``m``'s score minus the baseline's, and the design ``X[m, j]`` is 1 if candidate ``j`` is
-   knocked out in mask ``m``.
+   knocked out in mask ``m``. With ``mask_blocks=b`` the questions are split into ``b`` blocks,
+   each scored under ``n_masks`` masks of its own and its own baseline: ``b x n_masks`` rows of
+   ``X`` for the same evaluations, each averaged over fewer questions (more distinct masks, the
+   thing compressed sensing needs, at the price of noisier rows).
 3. Fit the linear model ``y ≈ X β`` with the lasso (:func:`recover_effects`): the L1 penalty
    (chosen by cross-validation, ``sklearn.linear_model.LassoCV``) sets most coefficients to
    exactly 0 and keeps the few heads whose knockout explains the scores. ``β_j`` is head ``j``'s
@@ -248,12 +251,14 @@ class ScreenResult:
             ``|effect|``; ties broken by higher stability, then layer and head).
         masks: the design, one row per mask (index ``mask``, 0-based), one column per candidate
             head label, 1 where the head is knocked out.
-        scores: one row per evaluated configuration, the baseline first: ``mask`` (-1 for the
+        scores: one row per evaluated configuration of each question block, each block's
+            baseline first: ``block`` (0-based, see ``mask_blocks``), ``mask`` (-1 for the
             baseline), ``config`` (``"none"`` or ``"L0H1+L2H3"``), ``n_pruned``, ``score``
-            (the metric, averaged over questions) and ``delta`` (score minus the baseline's).
+            (the metric, averaged over the block's questions) and ``delta`` (score minus the
+            block's baseline).
         meta: settings and bookkeeping: ``metric``, ``n_masks``, ``group_size``, ``seed``,
-            ``n_bootstrap``, ``evaluations`` ((mask, question) evaluations, baseline
-            included), ``alpha`` (the penalty chosen), ``cv_folds``, ``model``, ``prompt``,
+            ``n_bootstrap``, ``mask_blocks``, ``evaluations`` ((mask, question) evaluations,
+            baseline included), ``alpha`` (the penalty chosen), ``cv_folds``, ``model``, ``prompt``,
             ``heads``, ``question_ids``, ``n_questions``, ``seconds`` and, for accuracy,
             ``max_new_tokens`` and ``grade_mode``.
 
@@ -431,17 +436,67 @@ def _effects_frame(candidates: list[Head], recovery: Recovery) -> pd.DataFrame:
     return frame
 
 
-def _scores_frame(configs: list[list[Head] | None], values: np.ndarray) -> pd.DataFrame:
-    """One row per configuration (the baseline first) with its score and its change."""
+def _scores_frame(
+    configs: list[list[Head] | None], values: np.ndarray, block: int, first_mask: int
+) -> pd.DataFrame:
+    """One row per configuration of one question block (its baseline first), with its score
+    and its change from that block's baseline."""
     return pd.DataFrame(
         {
-            "mask": np.arange(-1, len(configs) - 1, dtype=np.int64),
+            "block": np.full(len(configs), block, dtype=np.int64),
+            "mask": np.array(
+                [-1, *range(first_mask, first_mask + len(configs) - 1)], dtype=np.int64
+            ),
             "config": [config_label(c) for c in configs],
             "n_pruned": np.array([len(c or ()) for c in configs], dtype=np.int64),
             "score": values.astype(float),
             "delta": (values - values[0]).astype(float),
         }
     )
+
+
+def _blocks(problems: list[Problem], mask_blocks: Any) -> list[list[Problem]]:
+    """``problems`` split in order into ``mask_blocks`` blocks of near-equal size."""
+    if (
+        isinstance(mask_blocks, bool)
+        or not isinstance(mask_blocks, int | np.integer)
+        or not 1 <= mask_blocks <= len(problems)
+    ):
+        raise InputError(
+            f"mask_blocks must be an int between 1 and the number of problems "
+            f"({len(problems)}), got {mask_blocks!r}"
+        )
+    return [list(part) for part in np.array_split(np.array(problems, dtype=object), mask_blocks)]
+
+
+def _score_blocks(
+    model: LabModel,
+    blocks: list[list[Problem]],
+    candidates: list[Head],
+    design: np.ndarray,
+    n_masks: int,
+    metric: str,
+    template: PromptTemplate,
+    settings: dict[str, Any],
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """Score each block's baseline and its ``n_masks`` rows of ``design``; ``y`` and the scores."""
+    y, scores = [], []
+    for b, block in enumerate(blocks):
+        rows = design[b * n_masks : (b + 1) * n_masks]
+        configs = [None] + [[candidates[j] for j in np.flatnonzero(row)] for row in rows]
+        if metric == "logprob":
+            values = _logprob_scores(
+                model, block, configs, template, settings["batch_size"],
+                settings["max_target_tokens"], settings["progress"],
+            )  # fmt: skip
+        else:
+            values = _accuracy_scores(
+                model, block, configs, template, settings["batch_size"],
+                settings["max_new_tokens"], settings["grade_mode"], settings["progress"],
+            )  # fmt: skip
+        y.append(values[1:] - values[0])
+        scores.append(_scores_frame(configs, values, b, b * n_masks))
+    return np.concatenate(y), pd.concat(scores, ignore_index=True)
 
 
 @no_type_check  # validates its settings itself (InputError naming the setting and its value)
@@ -461,6 +516,7 @@ def screen(
     grade_mode: str = "flexible",
     progress: bool = False,
     max_target_tokens: int = 512,
+    mask_blocks: int = 1,
 ) -> ScreenResult:
     """Screen candidate heads by random group knockouts and lasso recovery (module docstring).
 
@@ -473,7 +529,8 @@ def screen(
         problems: the questions every mask is scored on (non-empty).
         heads: the candidate heads (``Head``, labels or ``(layer, head)`` pairs), e.g.
             ``sl.all_heads(model, layers=[0, 1])``.
-        n_masks: random knockout masks to evaluate (>= 2), besides the baseline.
+        n_masks: random knockout masks to evaluate per question block (>= 2), besides the
+            baseline.
         group_size: heads knocked out per mask (1..len(heads)); default about a tenth of the
             candidates, at least 2.
         metric: ``"logprob"`` (teacher-forced gold-answer log-prob, nats) or ``"accuracy"``
@@ -488,6 +545,11 @@ def screen(
         progress: show a progress bar.
         max_target_tokens: cap on teacher-forced target tokens (``"logprob"`` only); the final
             answer must lie within it.
+        mask_blocks: split the questions (in order) into this many blocks, each scored under
+            ``n_masks`` masks of its own (and the baseline): the lasso then sees
+            ``mask_blocks x n_masks`` distinct masks, each averaged over fewer questions, for
+            the same number of evaluations (each mask's few-shot prefix runs once per block).
+            1 (default): every question under the same masks.
 
     Returns:
         A :class:`ScreenResult`.
@@ -519,24 +581,21 @@ def screen(
     group_size = _group_size(group_size, len(candidates))
     _sklearn()  # fail before the expensive part if scikit-learn is missing
     template = get_template(prompt)
-    design = _draw_masks(len(candidates), n_masks, group_size, seed)
-    configs = [None] + [[candidates[j] for j in np.flatnonzero(row)] for row in design]
+    blocks = _blocks(problems, mask_blocks)
+    design = _draw_masks(len(candidates), n_masks * len(blocks), group_size, seed)
     started = time.perf_counter()
-    if metric == "logprob":
-        values = _logprob_scores(
-            model, problems, configs, template, batch_size, max_target_tokens, progress
-        )
-    else:
-        values = _accuracy_scores(
-            model, problems, configs, template, batch_size, max_new_tokens, grade_mode, progress
-        )
+    y, scores = _score_blocks(
+        model, blocks, candidates, design, n_masks, metric, template,
+        dict(batch_size=batch_size, max_target_tokens=max_target_tokens,
+             max_new_tokens=max_new_tokens, grade_mode=grade_mode, progress=progress),
+    )  # fmt: skip
     scored = time.perf_counter() - started
-    y = values[1:] - values[0]
     recovery = recover_effects(design, y, seed=seed, n_bootstrap=n_bootstrap)
     labels = [h.label for h in candidates]
     meta = {
         "metric": metric,
         "n_masks": n_masks,
+        "mask_blocks": len(blocks),
         "group_size": group_size,
         "seed": seed,
         "n_bootstrap": n_bootstrap,
@@ -554,7 +613,7 @@ def screen(
         meta.update(max_new_tokens=int(max_new_tokens), grade_mode=grade_mode)
     return ScreenResult(
         effects=_effects_frame(candidates, recovery),
-        masks=pd.DataFrame(design, index=pd.Index(range(n_masks), name="mask"), columns=labels),
-        scores=_scores_frame(configs, values),
+        masks=pd.DataFrame(design, index=pd.Index(range(len(design)), name="mask"), columns=labels),
+        scores=scores,
         meta=meta,
     )

@@ -27,6 +27,7 @@ import pandas as pd
 from sprint_lab.core.ablation import HeadMeans
 from sprint_lab.core.boundary import no_type_check
 from sprint_lab.core.configs import Candidate
+from sprint_lab.core.errors import InputError
 from sprint_lab.sweeps.batch import BatchRunner, WorkItem
 from sprint_lab.sweeps.result import SweepResult
 from sprint_lab.sweeps.rows import config_labels, order_table
@@ -234,6 +235,10 @@ class LocalExecutor:
         attention: attention path for generation (``"auto"``, ``"shared_prefix"``, ``"bridge"``);
             the bridge's own attention is not batch-invariant, so it needs
             ``sweep(..., deterministic=False)``.
+        window: sweep batches per generation call. Above 1, with batch-invariant generation,
+            ``job.batch_size`` rows decode at once and finished rows' slots are refilled from
+            the window's other pairs (continuous batching, the same table); the rows of a window
+            are stored, and the cancel flag read, once per window.
 
     Example:
         >>> sl.sweep(model, problems[:2], ["L0H1"], max_new_tokens=4, progress=False,
@@ -243,21 +248,27 @@ class LocalExecutor:
 
     prefix_cache_entries: int = 8
     attention: str = "auto"
+    window: int = 1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 1:
+            raise InputError(f"LocalExecutor window must be an int >= 1, got {self.window!r}")
 
     def run(self, job: SweepJob, items: Sequence[WorkItem], sink: RowSink) -> bool:
-        """Generate and grade ``items`` batch by batch; ``False`` when cancelled."""
+        """Generate and grade ``items`` window by window; ``False`` when cancelled."""
         runner = BatchRunner(
             job.model, job.problems, prompt=job.template, max_new_tokens=job.max_new_tokens,
             grade_mode=job.grade_mode, prefix_cache_entries=self.prefix_cache_entries,
             attention=self.attention, deterministic=job.deterministic, strategy=job.strategy,
-            reference=job.reference, resample_seed=job.resample_seed,
+            reference=job.reference, resample_seed=job.resample_seed, slots=job.batch_size,
         )  # fmt: skip
         sink.open_progress("sweep")
         items = list(items)
-        for start in range(0, len(items), job.batch_size):
+        step = job.batch_size * self.window
+        for start in range(0, len(items), step):
             if job.cancelled():
                 return False
-            sink.emit(runner.run(items[start : start + job.batch_size]))
+            sink.emit(runner.run(items[start : start + step]))
         return True
 
 

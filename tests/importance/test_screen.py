@@ -266,3 +266,24 @@ def test_missing_scikit_learn_is_a_setup_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn.linear_model", None)  # import now fails
     with pytest.raises(SetupError, match=r"install it with `pip install scikit-learn`"):
         recover_effects(np.eye(3), np.ones(3))
+
+
+def test_mask_blocks_give_each_block_its_own_masks_at_the_same_cost(tiny, problems):
+    heads = all_heads(tiny)
+    blocked = screen(tiny, problems, heads, n_masks=6, group_size=2, prompt=SHORT,
+                     n_bootstrap=0, mask_blocks=2)  # fmt: skip
+    whole = screen(tiny, problems, heads, n_masks=6, group_size=2, prompt=SHORT, n_bootstrap=0)
+    assert blocked.meta["evaluations"] == whole.meta["evaluations"] == 7 * len(problems)
+    assert blocked.masks.shape == (12, 12) and blocked.meta["mask_blocks"] == 2
+    pd.testing.assert_frame_equal(blocked.masks.iloc[:6], whole.masks)  # the same first draws
+    scores = blocked.scores
+    assert scores["block"].tolist() == [0] * 7 + [1] * 7
+    assert scores.loc[scores["mask"] == -1, "delta"].tolist() == [0.0, 0.0]
+    half = len(problems) - len(problems) // 2  # np.array_split puts the extra one first
+    second = scores[scores["block"] == 1].iloc[1]
+    knocked = blocked.masks.columns[blocked.masks.iloc[6].to_numpy() == 1].tolist()
+    assert second["mask"] == 6 and second["config"] == "+".join(knocked)
+    lp = answer_logprobs(tiny, problems[half:], [None, knocked], prompt=SHORT).mean(dim=0)
+    assert second["delta"] == pytest.approx(float(lp[1] - lp[0]), abs=1e-5)
+    with pytest.raises(InputError, match="mask_blocks must be an int between 1 and"):
+        screen(tiny, problems, heads, n_masks=2, prompt=SHORT, mask_blocks=len(problems) + 1)
