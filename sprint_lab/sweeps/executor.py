@@ -292,7 +292,7 @@ def resolve_executor(executor: str | Executor | None) -> Executor:
 
     Example:
         >>> resolve_executor("local")
-        LocalExecutor(prefix_cache_entries=8, attention='auto')
+        LocalExecutor(prefix_cache_entries=8, attention='auto', window=1)
     """
     if executor is None:
         return LocalExecutor()
