@@ -174,7 +174,7 @@ class Batch:
         self.rows = list(rows)
         self.queue = queue
         self.prefix_ids: list[int] = []  # the reused prefix (set by prefill)
-        self.forced_prefix: list[int] | None = None  # a refill joins its batch's prefix
+        self.forced_prefix_len: int | None = None  # a refill joins its batch's prefix
         self.masks = masks
         self.replacements = replacements
         self.settings = settings
@@ -222,8 +222,8 @@ class Batch:
 
     def _prefix_len(self) -> int:
         """Length of the prefix all rows share and that is reused, or 0."""
-        if self.forced_prefix is not None:
-            return len(self.forced_prefix)
+        if self.forced_prefix_len is not None:
+            return self.forced_prefix_len
         settings = self.settings
         prefixes = {tuple(row.prefix_ids) for row in self.rows}
         prefix_len = min(row.shared for row in self.rows)
@@ -333,7 +333,7 @@ class Batch:
         if not pairs:
             return logits, next_position
         joining = self.spawn(pairs)
-        joining.forced_prefix = list(self.prefix_ids)
+        joining.forced_prefix_len = len(self.prefix_ids)
         keys = [row.mask_key for row in joining.rows]
         joining_decoder = make_decoder(self.model, self.settings.attention, self.settings.use_cache)
         new_logits, new_positions = joining.begin(joining_decoder, gate, keys, self.masks[keys])

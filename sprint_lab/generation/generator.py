@@ -388,6 +388,9 @@ def _run_batches(
     """Decode ``rows`` ``batch_size`` at a time (verifying ``drafts`` when given); with
     ``continuous``, a batch refills the slots of finished rows from the waiting ones."""
     masks, replacements = gates  # (distinct masks, their replacements or None)
+    if continuous and settings.prefix_cache is None:
+        # a refill looks up the prefixes its batch already ran instead of running them again
+        settings = replace(settings, prefix_cache=PrefixCache(max_entries=batch_size))
     pending = deque((row, None if drafts is None else drafts[row.prompt_index]) for row in rows)
     queue = RowQueue(pending, batch_size) if continuous else None
     finished: list[Finished] = []

@@ -189,13 +189,10 @@ class VerifyBatch(Batch):
 
     def take_rows(self, other: Batch) -> None:
         """Adopt ``other``'s rows and their drafts."""
+        assert isinstance(other, VerifyBatch), "spawn() makes verifying batches"
         super().take_rows(other)
-        if isinstance(other, VerifyBatch):
-            self.has_draft.extend(other.has_draft)
-            self.drafts.extend(other.drafts)
-        else:
-            self.has_draft.extend(False for _ in other.rows)
-            self.drafts.extend([] for _ in other.rows)
+        self.has_draft.extend(other.has_draft)
+        self.drafts.extend(other.drafts)
 
     def _phase_seconds(self) -> float:
         timings = self.timings or {}

@@ -466,7 +466,9 @@ def _blocks(problems: list[Problem], mask_blocks: Any) -> list[list[Problem]]:
             f"mask_blocks must be an int between 1 and the number of problems "
             f"({len(problems)}), got {mask_blocks!r}"
         )
-    return [list(part) for part in np.array_split(np.array(problems, dtype=object), mask_blocks)]
+    size, extra = divmod(len(problems), mask_blocks)  # the first ``extra`` blocks get one more
+    bounds = [b * size + min(b, extra) for b in range(mask_blocks + 1)]
+    return [problems[bounds[b] : bounds[b + 1]] for b in range(mask_blocks)]
 
 
 def _score_blocks(

@@ -74,6 +74,22 @@ def test_refilled_batches_give_the_tokens_of_plain_batches(tiny_models, kind, dt
     assert absorbed and sum(absorbed) > 0
 
 
+def test_refills_run_each_prefix_once(tiny, monkeypatch, absorbed):
+    """Without a prefix cache given, a refill reuses the prefixes its batch already ran."""
+    computed: list[int] = []
+    original = SharedPrefixDecoder.compute_prefix
+
+    def counting(self, prefix_ids, n):
+        computed.append(n)
+        return original(self, prefix_ids, n)
+
+    monkeypatch.setattr(SharedPrefixDecoder, "compute_prefix", counting)
+    prompts, masks = _rows(tiny)
+    _generate(tiny, prompts, masks, continuous=True, batch_size=4)
+    assert absorbed
+    assert sum(computed) == len(CONFIGS)  # one prefix per distinct mask, whatever the refills
+
+
 def test_refilled_verify_batches_are_exact(tiny_models, absorbed):
     model = sl.load_model(tiny_models["llama"], dtype="float32")
     prompts, masks = _rows(model)
